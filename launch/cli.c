@@ -1,0 +1,138 @@
+/* cli.c — option table, parser, --help and the settings table; see cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S(field) offsetof(cli_settings, field)
+
+static const opt_def OPTS[] = {
+    {"model", 'm', OPT_STR, S(model), "DIR", NULL, "Hugging Face model folder (config.json + safetensors)"},
+    {"ids", 0, OPT_STR, S(ids), "\"1 2 3\"", NULL, "prompt token ids, whitespace-separated"},
+    {"ids-file", 0, OPT_STR, S(ids_file), "FILE", NULL, "file of whitespace-separated prompt token ids"},
+    {"out", 'o', OPT_STR, S(out), "FILE.npy", NULL, "output file"},
+    {"max-tokens", 'n', OPT_INT, S(n_new), "N", "32", "tokens to generate (stops early at EOS)"},
+    {"ctx", 0, OPT_INT, S(ctx), "N", "0", "positions per sequence (0 = prompt + new tokens)"},
+    {"batch", 0, OPT_INT, S(batch), "N", "1", "sequences resident at once"},
+    {"prefill-chunk", 0, OPT_INT, S(prefill_chunk), "N", "256", "prompt tokens per forward pass"},
+    {"backend", 0, OPT_STR, S(backend), "auto|cpu|cuda", "auto", "where the model runs (auto = cuda when this rank sees a GPU)"},
+    {"quiet", 'q', OPT_FLAG, S(quiet), NULL, NULL, "do not print the settings table and timings"},
+    {"help", 'h', OPT_FLAG, S(help), NULL, NULL, "show this help"},
+};
+#define N_OPTS (sizeof OPTS / sizeof OPTS[0])
+
+static const opt_def *find_opt(const cmd_def *cmd, const char *name, char short_name) {
+    for (const char *const *o = cmd->opts; *o; o++)
+        for (size_t i = 0; i < N_OPTS; i++)
+            if (!strcmp(OPTS[i].name, *o) &&
+                ((name && !strcmp(name, OPTS[i].name)) ||
+                 (!name && short_name && OPTS[i].short_name == short_name)))
+                return &OPTS[i];
+    return NULL;
+}
+
+static akv_status set_value(const opt_def *d, const char *v, cli_settings *s, akv_err *err) {
+    char *base = (char *)s;
+    if (d->type == OPT_STR) {
+        *(const char **)(base + d->offset) = v;
+        return AKV_OK;
+    }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < INT_MIN || x > INT_MAX)
+        return akv_fail(err, AKV_EINPUT, "--%s expects an integer, got \"%s\"", d->name, v);
+    *(int *)(base + d->offset) = (int)x;
+    return AKV_OK;
+}
+
+static void set_defaults(const cmd_def *cmd, cli_settings *s) {
+    memset(s, 0, sizeof *s);
+    for (const char *const *o = cmd->opts; *o; o++) {
+        const opt_def *d = find_opt(cmd, *o, 0);
+        if (d && d->def) set_value(d, d->def, s, NULL);
+    }
+}
+
+akv_status cli_parse(const cmd_def *cmd, int argc, char **argv, cli_settings *s, akv_err *err) {
+    set_defaults(cmd, s);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        const opt_def *d = NULL;
+        char name[64];
+        if (a[0] == '-' && a[1] == '-') {
+            const char *eq = strchr(a + 2, '=');
+            size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+            snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), a + 2);
+            d = find_opt(cmd, name, 0);
+            if (eq) val = eq + 1;
+        } else if (a[0] == '-' && a[1] && !a[2]) {
+            d = find_opt(cmd, NULL, a[1]);
+            snprintf(name, sizeof name, "%s", a);
+        } else {
+            return akv_fail(err, AKV_EINPUT, "unexpected argument \"%s\" (see asymkv %s --help)",
+                            a, cmd->name);
+        }
+        if (!d)
+            return akv_fail(err, AKV_EINPUT, "unknown option %s for asymkv %s (see asymkv %s --help)",
+                            a, cmd->name, cmd->name);
+        if (d->type == OPT_FLAG) {
+            if (val) return akv_fail(err, AKV_EINPUT, "--%s takes no value", d->name);
+            *(int *)((char *)s + d->offset) = 1;
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc)
+                return akv_fail(err, AKV_EINPUT, "--%s needs a value (%s)", d->name, d->metavar);
+            val = argv[++i];
+        }
+        akv_status st = set_value(d, val, s, err);
+        if (st) return st;
+    }
+    return AKV_OK;
+}
+
+void cli_print_help(FILE *f, const cmd_def *cmd) {
+    fprintf(f, "asymkv %s — %s\n\nusage: asymkv %s %s\n\noptions:\n", cmd->name, cmd->summary,
+            cmd->name, cmd->usage);
+    for (const char *const *o = cmd->opts; *o; o++) {
+        const opt_def *d = find_opt(cmd, *o, 0);
+        if (!d) continue;
+        char left[64];
+        if (d->short_name)
+            snprintf(left, sizeof left, "-%c, --%s %s", d->short_name, d->name, d->metavar ? d->metavar : "");
+        else
+            snprintf(left, sizeof left, "    --%s %s", d->name, d->metavar ? d->metavar : "");
+        fprintf(f, "  %-30s %s", left, d->help);
+        if (d->def) fprintf(f, " [default: %s]", d->def);
+        fputc('\n', f);
+    }
+    fprintf(f, "\nexample:\n  %s\n", cmd->example);
+}
+
+void cli_print_settings(FILE *f, const cmd_def *cmd, const cli_settings *s) {
+    fprintf(f, "asymkv %s settings:\n", cmd->name);
+    for (const char *const *o = cmd->opts; *o; o++) {
+        const opt_def *d = find_opt(cmd, *o, 0);
+        if (!d || !strcmp(d->name, "help") || !strcmp(d->name, "quiet")) continue;
+        const char *base = (const char *)s;
+        if (d->type == OPT_STR) {
+            const char *v = *(const char *const *)(base + d->offset);
+            if (v && strlen(v) > 60) fprintf(f, "  %-16s %.57s...\n", d->name, v);
+            else fprintf(f, "  %-16s %s\n", d->name, v ? v : "-");
+        } else {
+            fprintf(f, "  %-16s %d\n", d->name, *(const int *)(base + d->offset));
+        }
+    }
+}
+
+void cli_print_usage(FILE *f) {
+    fprintf(f, "asymkv — long-context LLM inference with an asymmetric 1-bit KV cache\n\n"
+               "usage: asymkv COMMAND [options]   (asymkv COMMAND --help for its options)\n\n"
+               "commands:\n");
+    for (const cmd_def *const *c = cli_commands; *c; c++)
+        fprintf(f, "  %-10s %s\n", (*c)->name, (*c)->summary);
+}

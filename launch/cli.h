@@ -1,0 +1,59 @@
+/* cli.h — the table-driven command line: one option table builds the parser, each command's
+ * --help text and the resolved-settings table printed at start, so the three never drift. */
+#ifndef ASYMKV_CLI_H
+#define ASYMKV_CLI_H
+
+#include <stdio.h>
+
+#include "common.h"
+
+typedef enum opt_type { OPT_STR, OPT_INT, OPT_FLAG } opt_type;
+
+/* Every setting of every command. Unset strings are NULL; ints carry their defaults. */
+typedef struct cli_settings {
+    const char *model;
+    const char *ids;
+    const char *ids_file;
+    const char *out;
+    const char *backend;
+    int n_new;
+    int ctx;
+    int batch;
+    int prefill_chunk;
+    int quiet;
+    int help;
+    const struct cmd_def *cmd; /* the command being run (set by main) */
+    int rank;                  /* this process's MPI rank (set by main) */
+} cli_settings;
+
+typedef struct opt_def {
+    const char *name;    /* long name without "--" */
+    char short_name;     /* 0 if none */
+    opt_type type;
+    size_t offset;       /* into cli_settings */
+    const char *metavar;
+    const char *def;     /* default as text (NULL: none) */
+    const char *help;
+} opt_def;
+
+typedef struct cmd_def {
+    const char *name;
+    const char *summary;
+    const char *usage;     /* after "asymkv NAME " */
+    const char *example;
+    const char *const *opts; /* NULL-terminated option names this command takes */
+    int (*run)(const cli_settings *s);
+} cmd_def;
+
+/* Fills defaults, then parses argv (after the command name). Unknown options, missing values
+ * and bad numbers are AKV_EINPUT naming the option and pointing to --help. */
+akv_status cli_parse(const cmd_def *cmd, int argc, char **argv, cli_settings *s, akv_err *err);
+
+void cli_print_help(FILE *f, const cmd_def *cmd);
+void cli_print_settings(FILE *f, const cmd_def *cmd, const cli_settings *s);
+
+/* The command table (launch/commands.c) and the top-level usage. */
+extern const cmd_def *const cli_commands[];
+void cli_print_usage(FILE *f);
+
+#endif
