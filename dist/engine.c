@@ -1,24 +1,13 @@
-/* engine.c — prefill/decode loops over the stage(s) of this process; see engine.h. */
-#include "engine.h"
-
+/* engine.c — opening a rank's part of the model (its layer span, stage and pipeline buffers),
+ * the agreed request checks, and logits / generate on top of the pipeline driver
+ * (pipeline.c) and the scheduler (schedule.c); see engine.h. */
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "engine_internal.h"
 #include "genconfig.h"
-#include "kernels.h"
-#include "safetensors.h"
-#include "stage.h"
-
-struct engine {
-    engine_opts o;
-    model_config cfg;
-    st_model *st;
-    stage_weights w;
-    stage_t *stage;
-    float *x;      /* [prefill_chunk][hidden] */
-    float *logits; /* [prefill_chunk][vocab] */
-    int32_t *seq;  /* [prefill_chunk] */
-};
+#include "plan.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -29,6 +18,8 @@ static double now_s(void) {
 static akv_status check_opts(const engine_opts *o, const model_config *c, akv_err *err) {
     if (o->ctx < 1 || o->batch < 1 || o->prefill_chunk < 1)
         return akv_fail(err, AKV_EINPUT, "--ctx, --batch and --prefill-chunk must be >= 1");
+    if (o->micro_batches < 0)
+        return akv_fail(err, AKV_EINPUT, "--micro-batches must be >= 0 (0 = one per rank)");
     if (o->ctx > c->max_pos)
         return akv_fail(err, AKV_EINPUT,
                         "--ctx %d exceeds the model's max_position_embeddings %d (lower --ctx)",
@@ -41,34 +32,101 @@ static akv_status check_opts(const engine_opts *o, const model_config *c, akv_er
     return AKV_OK;
 }
 
+/* Every rank's span from the layer counts (or the even split when layers is NULL). */
+static akv_status resolve_spans(engine_t *e, const int *layers, akv_err *err) {
+    const int L = e->cfg.n_layers;
+    int *counts = malloc((size_t)e->size * sizeof(int));
+    e->begin = malloc((size_t)e->size * sizeof(int));
+    e->end = malloc((size_t)e->size * sizeof(int));
+    if (!counts || !e->begin || !e->end) {
+        free(counts);
+        return akv_fail(err, AKV_ERUNTIME, "out of host memory");
+    }
+    if (layers) memcpy(counts, layers, (size_t)e->size * sizeof(int));
+    else plan_even_counts(L, e->size, counts);
+    int sum = 0, bad = 0;
+    for (int r = 0; r < e->size; r++) {
+        bad |= counts[r] < 0;
+        e->begin[r] = sum;
+        sum += counts[r];
+        e->end[r] = sum;
+    }
+    free(counts);
+    if (bad || sum != L)
+        return akv_fail(err, AKV_EINPUT, "the layers per rank must be >= 0 and sum to the "
+                        "model's %d layers (got %d over %d ranks)", L, sum, e->size);
+    return AKV_OK;
+}
+
+/* Pipeline buffers of this rank; the logits ones only on the last rank. */
+static akv_status alloc_buffers(engine_t *e, akv_err *err) {
+    const size_t T = (size_t)e->max_tokens, H = (size_t)e->cfg.hidden;
+    for (int i = 0; i < 2; i++) {
+        e->x[i] = malloc(T * H * sizeof(float));
+        e->hdr[i] = calloc((size_t)PIPE_HDR_INTS(e->max_tokens), sizeof(int32_t));
+    }
+    e->ids = calloc(T, sizeof(int32_t));
+    e->res = calloc((size_t)PIPE_RES_INTS(e->max_tokens), sizeof(int32_t));
+    int ok = e->x[0] && e->x[1] && e->hdr[0] && e->hdr[1] && e->ids && e->res;
+    if (ok && e->rank == e->size - 1) {
+        e->xg = malloc(T * H * sizeof(float));
+        e->logits = malloc(T * (size_t)e->cfg.vocab_size * sizeof(float));
+        e->slot_prompt = calloc((size_t)e->o.batch, sizeof(int));
+        e->slot_step = calloc((size_t)e->o.batch, sizeof(int));
+        ok = e->xg && e->logits && e->slot_prompt && e->slot_step;
+    }
+    return ok ? AKV_OK : akv_fail(err, AKV_ERUNTIME, "out of host memory for pipeline buffers");
+}
+
+static void read_hooks(engine_t *e) {
+    const char *f = getenv("ASYMKV_TEST_FAIL_RANK"), *k = getenv("ASYMKV_TEST_KILL_RANK");
+    const char *t = getenv("ASYMKV_TEST_FAIL_TICK");
+    e->hook_fail = f && *f ? atoi(f) : -1;
+    e->hook_kill = k && *k ? atoi(k) : -1;
+    e->hook_tick = t && *t ? atol(t) : 2;
+}
+
+/* Everything one rank does to open, before the ranks agree on the outcome. */
+static akv_status open_local(engine_t *e, akv_err *err) {
+    const engine_opts *o = &e->o;
+    akv_status s = config_load(&e->cfg, o->model_dir, err);
+    if (!s) s = genconfig_apply(&e->cfg, o->model_dir, err);
+    if (!s) s = check_opts(o, &e->cfg, err);
+    if (!s) s = resolve_spans(e, o->layers, err);
+    if (!s) s = st_open_dir(&e->st, o->model_dir, err);
+    if (!s) s = weights_check_all(&e->cfg, e->st, err);
+    if (s) return s;
+    read_hooks(e);
+    if (e->hook_fail == e->rank && e->hook_tick < 0)
+        return akv_fail(err, AKV_ERUNTIME, "simulated allocation failure in engine_open (test "
+                        "hook ASYMKV_TEST_FAIL_RANK=%d)", e->rank);
+    s = weights_load(&e->w, &e->cfg, e->st, e->begin[e->rank], e->end[e->rank], e->rank == 0,
+                     e->rank == e->size - 1, err);
+    e->max_tokens = o->prefill_chunk > o->batch ? o->prefill_chunk : o->batch;
+    stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv};
+    if (!s) s = stage_init(&e->stage, &e->cfg, &e->w, &so, err);
+    if (!s) s = alloc_buffers(e, err);
+    return s;
+}
+
 akv_status engine_open(engine_t **out, const engine_opts *o, akv_err *err) {
     *out = NULL;
     engine_t *e = calloc(1, sizeof *e);
     if (!e) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
     e->o = *o;
-    akv_status s = config_load(&e->cfg, o->model_dir, err);
-    if (!s) s = genconfig_apply(&e->cfg, o->model_dir, err);
-    if (!s) s = check_opts(o, &e->cfg, err);
-    if (!s) s = st_open_dir(&e->st, o->model_dir, err);
-    if (!s) s = weights_check_all(&e->cfg, e->st, err);
-    if (!s) s = weights_load(&e->w, &e->cfg, e->st, 0, e->cfg.n_layers, 1, 1, err);
-    if (s) goto fail;
-    stage_opts so = {o->batch, o->ctx, o->prefill_chunk > o->batch ? o->prefill_chunk : o->batch};
-    s = stage_init(&e->stage, &e->cfg, &e->w, &so, err);
-    if (s) goto fail;
-    size_t T = (size_t)so.max_tokens;
-    e->x = malloc(T * (size_t)e->cfg.hidden * sizeof(float));
-    e->logits = malloc(T * (size_t)e->cfg.vocab_size * sizeof(float));
-    e->seq = calloc(T, sizeof(int32_t));
-    if (!e->x || !e->logits || !e->seq) {
-        s = akv_fail(err, AKV_ERUNTIME, "out of host memory");
-        goto fail;
+    e->comm = o->comm;
+    e->rank = o->comm ? comm_rank(o->comm) : 0;
+    e->size = o->comm ? comm_size(o->comm) : 1;
+    e->micro = o->micro_batches > 0 ? o->micro_batches : e->size;
+    akv_status s = open_local(e, err);
+    e->o.layers = NULL; /* borrowed only during open; e->begin/end hold the spans */
+    if (e->comm) s = comm_agree(e->comm, s, err);
+    if (s) {
+        engine_close(e);
+        return s;
     }
     *out = e;
     return AKV_OK;
-fail:
-    engine_close(e);
-    return s;
 }
 
 void engine_close(engine_t *e) {
@@ -76,84 +134,176 @@ void engine_close(engine_t *e) {
     stage_free(e->stage);
     weights_free(&e->w);
     st_close(e->st);
-    free(e->x);
+    for (int i = 0; i < 2; i++) {
+        free(e->x[i]);
+        free(e->hdr[i]);
+    }
+    free(e->ids);
+    free(e->res);
+    free(e->xg);
     free(e->logits);
-    free(e->seq);
+    free(e->slot_prompt);
+    free(e->slot_step);
+    free(e->begin);
+    free(e->end);
     free(e);
 }
 
 const model_config *engine_config(const engine_t *e) { return &e->cfg; }
 size_t engine_weight_bytes(const engine_t *e) { return e->w.bytes; }
 size_t engine_kv_bytes(const engine_t *e) { return kvcache_bytes(stage_kvcache(e->stage)); }
+int engine_rank(const engine_t *e) { return e->rank; }
+int engine_ranks(const engine_t *e) { return e->size; }
+int engine_micro_batches(const engine_t *e) { return e->micro; }
+int engine_output_rank(const engine_t *e) { return e->size - 1; }
 
-static akv_status check_len(const engine_t *e, int T, int n_new, akv_err *err) {
-    if (T < 1) return akv_fail(err, AKV_EINPUT, "the prompt is empty");
-    if ((long)T + n_new > e->o.ctx)
+void engine_span(const engine_t *e, int *begin, int *end) {
+    *begin = e->begin[e->rank];
+    *end = e->end[e->rank];
+}
+
+akv_status engine_placement(engine_t *e, engine_rank_info *rows, akv_err *err) {
+    engine_rank_info me;
+    memset(&me, 0, sizeof me);
+    me.layer_begin = e->begin[e->rank];
+    me.layer_end = e->end[e->rank];
+    me.embed = e->w.embed != NULL && e->rank == 0;
+    me.head = e->w.lm_head != NULL;
+    me.weight_bytes = (int64_t)engine_weight_bytes(e);
+    me.kv_bytes = (int64_t)engine_kv_bytes(e);
+    if (gethostname(me.host, sizeof me.host - 1)) snprintf(me.host, sizeof me.host, "?");
+    if (!e->comm) {
+        rows[0] = me;
+        return AKV_OK;
+    }
+    return comm_gather(e->comm, &me, sizeof me, rows, 0, err);
+}
+
+/* One prompt: non-empty, within --ctx with n_new more tokens, ids in the vocabulary. */
+static akv_status check_seq(const engine_t *e, const engine_seq *q, int i, int P, int n_new,
+                            akv_err *err) {
+    char which[32] = "";
+    if (P > 1) snprintf(which, sizeof which, " %d", i + 1);
+    if (q->T < 1) return akv_fail(err, AKV_EINPUT, "prompt%s is empty", which);
+    if ((long)q->T + n_new > e->o.ctx)
         return akv_fail(err, AKV_EINPUT,
-                        "prompt of %d tokens + %d new tokens exceeds --ctx %d (raise --ctx, at "
-                        "most max_position_embeddings %d)", T, n_new, e->o.ctx, e->cfg.max_pos);
+                        "prompt%s of %d tokens + %d new tokens exceeds --ctx %d (raise --ctx, at "
+                        "most max_position_embeddings %d)", which, q->T, n_new, e->o.ctx,
+                        e->cfg.max_pos);
+    for (int t = 0; q->prompt && t < q->T; t++)
+        if (q->prompt[t] < 0 || q->prompt[t] >= e->cfg.vocab_size)
+            return akv_fail(err, AKV_EINPUT, "token id %d is outside the vocabulary [0, %d)",
+                            q->prompt[t], e->cfg.vocab_size);
     return AKV_OK;
 }
 
-/* Runs tokens [i0, i0+n) of slot 0 through the model; logits of that chunk in e->logits. */
-static akv_status run_chunk(engine_t *e, const int32_t *ids, int n, akv_err *err) {
-    akv_status s = stage_embed(e->stage, ids, n, e->x, err);
-    if (!s) s = stage_forward(e->stage, n, e->seq, e->x, err);
-    if (!s) s = stage_head(e->stage, n, e->x, e->logits, err);
-    return s;
+akv_status engine_check(engine_t *e, const engine_seq *seqs, int P, int n_new, akv_err *err) {
+    akv_status s = P < 1 ? akv_fail(err, AKV_EINPUT, "no prompt given") : AKV_OK;
+    if (!s && n_new < 0) s = akv_fail(err, AKV_EINPUT, "the number of new tokens is negative");
+    for (int i = 0; !s && i < P; i++) s = check_seq(e, &seqs[i], i, P, n_new, err);
+    return e->comm ? comm_agree(e->comm, s, err) : s;
 }
 
 akv_status engine_logits(engine_t *e, const int32_t *ids, int T, float *logits, akv_err *err) {
-    akv_status s = check_len(e, T, 0, err);
-    if (s) return s;
-    stage_seq_reset(e->stage, 0);
-    const size_t V = (size_t)e->cfg.vocab_size;
-    for (int i0 = 0; i0 < T; i0 += e->o.prefill_chunk) {
-        int n = T - i0 < e->o.prefill_chunk ? T - i0 : e->o.prefill_chunk;
-        s = run_chunk(e, ids + i0, n, err);
-        if (s) return s;
-        memcpy(logits + (size_t)i0 * V, e->logits, (size_t)n * V * sizeof(float));
-    }
-    return AKV_OK;
+    return engine_logits_ex(e, ids, T, 0, logits, err);
 }
 
-static int is_eos(const model_config *c, int32_t t) {
-    for (int i = 0; i < c->n_eos; i++)
-        if (c->eos_ids[i] == t) return 1;
-    return 0;
+akv_status engine_logits_ex(engine_t *e, const int32_t *ids, int T, int decode_from,
+                            float *logits, akv_err *err) {
+    engine_seq q = {ids, T, NULL, 0};
+    akv_status s = e->rank == 0 ? check_seq(e, &q, 0, 1, 0, err) : AKV_OK;
+    if (s) return s;
+    sched_t sc;
+    sched_opts so = {SCHED_LOGITS, e->o.batch, e->micro, e->o.prefill_chunk, 0, NULL, 0, NULL,
+                     NULL, decode_from};
+    sched_seq sq = {ids, T, NULL, 0, -1, 0, 0, 0};
+    if (e->rank == 0 && (s = sched_init(&sc, &so, &sq, 1, err))) return s;
+    e->out_logits = logits;
+    e->out_rows = T;
+    s = pipe_run(e, e->rank == 0 ? &sc : NULL, err);
+    e->out_logits = NULL;
+    if (e->rank == 0) sched_free(&sc);
+    return s;
+}
+
+/* Rank 0's view of a generate call: the caller's callback and the timing. */
+typedef struct gen_ctx {
+    engine_seq_fn fn;
+    void *user;
+    const sched_seq *sq;
+    int P, started;
+    double t_first;
+} gen_ctx;
+
+static int on_token(void *user, int seq, int32_t token) {
+    gen_ctx *g = user;
+    if (g->sq[seq].n_out == 1 && ++g->started == g->P) g->t_first = now_s();
+    return g->fn ? g->fn(g->user, seq, token) : 0;
+}
+
+/* Rank 0: the scheduler over the prompts, the pipeline, then outputs and stats. */
+static akv_status generate_root(engine_t *e, engine_seq *seqs, int P, int n_new, gen_ctx *g,
+                                engine_stats *stats, akv_err *err) {
+    sched_seq *sq = calloc((size_t)P, sizeof *sq);
+    if (!sq) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
+    for (int i = 0; i < P; i++) {
+        sq[i].prompt = seqs[i].prompt;
+        sq[i].T = seqs[i].T;
+        sq[i].out = seqs[i].out;
+    }
+    g->sq = sq;
+    sched_t sc;
+    sched_opts so = {SCHED_GENERATE, e->o.batch, e->micro, e->o.prefill_chunk, n_new,
+                     e->cfg.eos_ids, e->cfg.n_eos, on_token, g, 0};
+    double t0 = now_s();
+    akv_status s = sched_init(&sc, &so, sq, P, err);
+    if (!s) s = pipe_run(e, &sc, err);
+    double t1 = now_s();
+    engine_stats st = {0, 0, (g->started == P ? g->t_first : t1) - t0, 0};
+    st.decode_s = t1 - t0 - st.prefill_s;
+    for (int i = 0; i < P; i++) {
+        seqs[i].n_out = sq[i].n_out;
+        st.prompt_tokens += sq[i].T;
+        st.new_tokens += sq[i].n_out;
+    }
+    if (stats) *stats = st;
+    sched_free(&sc);
+    free(sq);
+    return s;
+}
+
+akv_status engine_generate_batch(engine_t *e, engine_seq *seqs, int P, int n_new,
+                                 engine_seq_fn fn, void *user, engine_stats *stats,
+                                 akv_err *err) {
+    for (int i = 0; i < P; i++) seqs[i].n_out = 0;
+    if (stats) memset(stats, 0, sizeof *stats);
+    akv_status s = AKV_OK;
+    for (int i = 0; !s && e->rank == 0 && i < P; i++) s = check_seq(e, &seqs[i], i, P, n_new, err);
+    if (!s && n_new < 1) s = akv_fail(err, AKV_EINPUT, "generate needs at least one new token");
+    if (s) return s;
+    if (e->rank != 0) return pipe_run(e, NULL, err);
+    gen_ctx g = {fn, user, NULL, P, 0, 0.0};
+    return generate_root(e, seqs, P, n_new, &g, stats, err);
+}
+
+/* Adapts the one-prompt callback to the per-sequence one. */
+typedef struct one_ctx {
+    engine_token_fn fn;
+    void *user;
+} one_ctx;
+
+static int one_token(void *user, int seq, int32_t token) {
+    one_ctx *o = user;
+    (void)seq;
+    return o->fn ? o->fn(o->user, token) : 0;
 }
 
 akv_status engine_generate(engine_t *e, const int32_t *prompt, int T, int n_new, int32_t *out,
                            int *n_out, engine_token_fn fn, void *user, engine_stats *stats,
                            akv_err *err) {
-    *n_out = 0;
-    akv_status s = check_len(e, T, n_new, err);
-    if (s) return s;
-    stage_seq_reset(e->stage, 0);
-    const size_t V = (size_t)e->cfg.vocab_size;
-    double t0 = now_s();
-    int32_t next = 0;
-    for (int i0 = 0; i0 < T; i0 += e->o.prefill_chunk) {
-        int n = T - i0 < e->o.prefill_chunk ? T - i0 : e->o.prefill_chunk;
-        s = run_chunk(e, prompt + i0, n, err);
-        if (s) return s;
-        if (i0 + n == T) next = argmax_ref(e->logits + (size_t)(n - 1) * V, (int)V);
-    }
-    double t1 = now_s();
-    int count = 0;
-    while (count < n_new) {
-        out[count++] = next;
-        if ((fn && fn(user, next)) || is_eos(&e->cfg, next) || count == n_new) break;
-        s = run_chunk(e, &next, 1, err);
-        if (s) return s;
-        next = argmax_ref(e->logits, (int)V);
-    }
-    *n_out = count;
-    if (stats) {
-        stats->prompt_tokens = T;
-        stats->new_tokens = count;
-        stats->prefill_s = t1 - t0;
-        stats->decode_s = now_s() - t1;
-    }
-    return AKV_OK;
+    engine_seq q = {prompt, T, out, 0};
+    one_ctx o = {fn, user};
+    akv_status s = engine_generate_batch(e, &q, 1, n_new, one_token, &o, stats, err);
+    *n_out = q.n_out;
+    return s;
 }

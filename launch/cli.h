@@ -20,10 +20,26 @@ typedef struct cli_settings {
     int ctx;
     int batch;
     int prefill_chunk;
+    const char *kv;              /* --kv CONFIG (kvconfig.h) */
+    int kv_hi_bits;              /* high width of asymkv:LK/LV */
+    int kv_group;                /* G */
+    int kv_residual;             /* R */
+    const char *shape;           /* built-in model shape (dist/shapes.h) */
+    int ranks;                   /* pipeline stages; 0 = the MPI world size */
+    const char *mem_per_rank;    /* "80G" or "80G,80G,40G" */
+    const char *layers_per_rank; /* "10,12,10" */
+    int micro_batches;           /* decode micro-batches in flight; 0 = one per rank */
+    const char *prompts_file;    /* generate: one prompt of ids per line */
+    const char *tokenizer;       /* tokenizer.json or its folder */
+    const char *text;            /* text to tokenize */
+    const char *file;            /* file of text to tokenize */
+    int decode;                  /* tokenize: ids -> text */
+    int add_special;             /* tokenize: add the post-processor's special tokens */
     int quiet;
     int help;
     const struct cmd_def *cmd; /* the command being run (set by main) */
     int rank;                  /* this process's MPI rank (set by main) */
+    const struct comm_world *world; /* the MPI world (set by main) */
 } cli_settings;
 
 typedef struct opt_def {

@@ -1,4 +1,6 @@
-/* cmd_model.c — the commands that run a model on token ids: `logits` and `generate`. */
+/* cmd_model.c — the commands that run a model on token ids: `logits` and `generate`, as one
+ * process or as a pipeline of MPI ranks (the rank plumbing is in ranks.c). */
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,14 +9,7 @@
 #include "commands.h"
 #include "engine.h"
 #include "io.h"
-
-/* --ids or --ids-file (exactly one). */
-static akv_status read_prompt(const cli_settings *s, int32_t **ids, int *n, akv_err *err) {
-    if (!!s->ids == !!s->ids_file)
-        return akv_fail(err, AKV_EINPUT, "give the prompt as exactly one of --ids \"1 2 3\" or "
-                                         "--ids-file FILE");
-    return s->ids ? ids_parse(s->ids, "--ids", ids, n, err) : ids_read_file(s->ids_file, ids, n, err);
-}
+#include "ranks.h"
 
 static akv_status check_common(const cli_settings *s, akv_err *err) {
     if (!s->model) return akv_fail(err, AKV_EINPUT, "--model DIR is required");
@@ -29,86 +24,147 @@ static akv_status check_common(const cli_settings *s, akv_err *err) {
     return AKV_OK;
 }
 
-/* Opens the model for a prompt of T ids plus n_new tokens, checking the request first;
- * the resolved settings are printed only once everything is known good, so a bad input stays
- * a one-line error. */
-static akv_status open_engine(const cli_settings *s, const int32_t *ids, int T, int n_new,
-                              engine_t **e, akv_err *err) {
-    if (s->ctx && T + n_new > s->ctx)
-        return akv_fail(err, AKV_EINPUT, "prompt of %d tokens + %d new tokens exceeds --ctx %d "
-                        "(raise --ctx)", T, n_new, s->ctx);
-    cli_settings r = *s;
-    r.ctx = s->ctx ? s->ctx : T + n_new;
-    engine_opts o = {s->model, r.ctx, s->batch, s->prefill_chunk};
-    akv_status st = engine_open(e, &o, err);
-    int V = st ? 0 : engine_config(*e)->vocab_size;
-    for (int i = 0; !st && i < T; i++)
-        if (ids[i] >= V)
-            st = akv_fail(err, AKV_EINPUT, "token id %d is outside the vocabulary [0, %d)",
-                          ids[i], V);
-    if (!st && s->rank == 0 && !s->quiet) cli_print_settings(stderr, s->cmd, &r);
+/* Opens the model for prompts of at most max_T ids plus n_new tokens (collective, agreed);
+ * res gets the settings with defaults resolved. The caller prints them (ranks_print_settings)
+ * only once everything is known good, so a bad input stays a one-line error. */
+static akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, int n_new,
+                              engine_t **e, cli_settings *res, akv_err *err) {
+    akv_status st = AKV_OK;
+    if (s->ctx && p->max_T + n_new > s->ctx)
+        st = akv_fail(err, AKV_EINPUT, "prompt of %d tokens + %d new tokens exceeds --ctx %d "
+                      "(raise --ctx)", p->max_T, n_new, s->ctx);
+    if ((st = ranks_agree(r, st, err))) return st;
+    if ((st = ranks_model(r, s, err))) return st;
+    *res = *s;
+    res->ctx = s->ctx ? s->ctx : p->max_T + n_new;
+    if ((st = ranks_layers(r, s, res->ctx, err))) return st;
+    engine_opts o = {s->model, res->ctx, s->batch, s->prefill_chunk, s->micro_batches, r->layers,
+                     r->comm, &r->kv};
+    if ((st = engine_open(e, &o, err))) return st;
+    res->micro_batches = engine_micro_batches(*e);
+    return engine_check(*e, p->seqs, p->P, n_new, err);
+}
+
+/* The writing rank checks that --out can be created and allocates the logits before
+ * anything runs (agreed). */
+static akv_status prepare_out(ranks_ctx *r, const cli_settings *s, engine_t *e, int T,
+                              float **logits, akv_err *err) {
+    akv_status st = AKV_OK;
+    size_t V = (size_t)engine_config(e)->vocab_size;
+    if (engine_rank(e) == engine_output_rank(e)) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", s->out);
+        const char *d = dirname(dir);
+        if (access(d, W_OK) != 0)
+            st = akv_fail(err, AKV_EINPUT, "cannot write %s: folder %s does not exist or is not "
+                          "writable", s->out, d);
+        else if (!(*logits = malloc((size_t)T * V * sizeof(float))))
+            st = akv_fail(err, AKV_ERUNTIME, "out of host memory for %d x %zu logits", T, V);
+    }
+    return ranks_agree(r, st, err);
+}
+
+/* The pipeline, then the writing rank writes the .npy (atomically: temp file + rename). */
+static akv_status run_logits(const cli_settings *s, engine_t *e, const prompts *p,
+                             float *logits, akv_err *err) {
+    const int T = p->len[0], V = engine_config(e)->vocab_size;
+    akv_status st = engine_logits(e, p->ids, T, logits, err);
+    if (st || engine_rank(e) != engine_output_rank(e)) return st;
+    int64_t shape[2] = {T, V};
+    st = npy_write_f32(s->out, logits, shape, 2, err);
+    if (!st && !s->quiet) fprintf(stderr, "asymkv logits: wrote %s [%d, %d]\n", s->out, T, V);
     return st;
 }
 
 int cmd_logits(const cli_settings *s) {
     akv_err err = {0};
-    int32_t *ids = NULL;
-    int T = 0;
+    ranks_ctx r = {0};
+    cli_settings res;
+    prompts p = {0};
     engine_t *e = NULL;
     float *logits = NULL;
+    ranks_how how = RANKS_SAME; /* flags: every rank sees the same */
     akv_status st = check_common(s, &err);
     if (!st && !s->out) st = akv_fail(&err, AKV_EINPUT, "--out FILE.npy is required");
-    if (!st) st = read_prompt(s, &ids, &T, &err);
-    if (!st) st = open_engine(s, ids, T, 0, &e, &err);
     if (!st) {
-        size_t V = (size_t)engine_config(e)->vocab_size;
-        logits = malloc((size_t)T * V * sizeof(float));
-        if (!logits) st = akv_fail(&err, AKV_ERUNTIME, "out of host memory for %d x %zu logits", T, V);
-        if (!st) st = engine_logits(e, ids, T, logits, &err);
-        int64_t shape[2] = {T, (int64_t)V};
-        if (!st) st = npy_write_f32(s->out, logits, shape, 2, &err);
+        how = RANKS_LOCAL;
+        st = ranks_open(&r, s, &err);
     }
-    if (st) fprintf(stderr, "asymkv logits: error: %s\n", err.msg);
-    else if (!s->quiet) fprintf(stderr, "asymkv logits: wrote %s [%d, %d]\n", s->out, T, engine_config(e)->vocab_size);
+    if (!st) {
+        how = RANKS_AGREED;
+        st = ranks_read_prompts(&r, s, 0, &p, &err);
+    }
+    if (!st) st = open_engine(&r, s, &p, 0, &e, &res, &err);
+    if (!st) st = prepare_out(&r, s, e, p.len[0], &logits, &err);
+    if (!st) st = ranks_print_settings(&r, &res, e, &err);
+    if (!st) {
+        how = RANKS_LOCAL; /* from here a failure is one rank's while the others wait */
+        st = run_logits(s, e, &p, logits, &err);
+    }
     free(logits);
-    free(ids);
     engine_close(e);
-    return (int)st;
+    prompts_free(&p);
+    return ranks_finish(&r, s, st, &err, how);
 }
 
-static int print_token(void *user, int32_t tok) {
+static int print_token(void *user, int seq, int32_t tok) {
     int *first = user;
+    (void)seq;
     printf(*first ? "%d" : " %d", tok);
     *first = 0;
     fflush(stdout);
     return 0;
 }
 
+/* Rank 0: one line of ids per prompt (a single prompt was streamed already), then timings. */
+static void print_outputs(const cli_settings *s, const prompts *p, const engine_stats *t) {
+    for (int i = 0; p->P > 1 && i < p->P; i++) {
+        for (int j = 0; j < p->seqs[i].n_out; j++) printf(j ? " %d" : "%d", p->seqs[i].out[j]);
+        printf("\n");
+    }
+    if (p->P == 1) printf("\n");
+    fflush(stdout);
+    if (s->quiet) return;
+    if (p->P > 1) { /* prefill and decode interleave: one rate over the whole run */
+        double all = t->prefill_s + t->decode_s;
+        fprintf(stderr, "%d prompts: %d prompt + %d new tokens in %.3f s (%.1f new tok/s)\n",
+                p->P, t->prompt_tokens, t->new_tokens, all, t->new_tokens / (all + 1e-12));
+        return;
+    }
+    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s "
+            "(%.1f tok/s)\n", t->prompt_tokens, t->prefill_s,
+            t->prompt_tokens / (t->prefill_s + 1e-12), t->new_tokens, t->decode_s,
+            t->new_tokens > p->P ? (t->new_tokens - p->P) / (t->decode_s + 1e-12) : 0.0);
+}
+
 int cmd_generate(const cli_settings *s) {
     akv_err err = {0};
-    int32_t *ids = NULL, *out = NULL;
-    int T = 0, n_out = 0, first = 1;
+    ranks_ctx r = {0};
+    cli_settings res;
+    prompts p = {0};
     engine_t *e = NULL;
     engine_stats stats = {0};
+    ranks_how how = RANKS_SAME; /* flags: every rank sees the same */
+    int first = 1, rank = s->world ? s->world->rank : 0;
     akv_status st = check_common(s, &err);
     if (!st && s->n_new < 1) st = akv_fail(&err, AKV_EINPUT, "-n must be >= 1");
-    if (!st) st = read_prompt(s, &ids, &T, &err);
-    if (!st) st = open_engine(s, ids, T, s->n_new, &e, &err);
-    if (!st && !(out = malloc((size_t)s->n_new * sizeof *out)))
-        st = akv_fail(&err, AKV_ERUNTIME, "out of host memory");
-    if (!st) st = engine_generate(e, ids, T, s->n_new, out, &n_out, print_token, &first, &stats, &err);
-    if (!st) printf("\n");
-    fflush(stdout);
-    if (st) {
-        fprintf(stderr, "asymkv generate: error: %s\n", err.msg);
-    } else if (!s->quiet) {
-        fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
-                stats.prompt_tokens, stats.prefill_s, stats.prompt_tokens / (stats.prefill_s + 1e-12),
-                stats.new_tokens, stats.decode_s,
-                stats.new_tokens > 1 ? (stats.new_tokens - 1) / (stats.decode_s + 1e-12) : 0.0);
+    if (!st) {
+        how = RANKS_LOCAL;
+        st = ranks_open(&r, s, &err);
     }
-    free(out);
-    free(ids);
+    if (!st) {
+        how = RANKS_AGREED;
+        st = ranks_read_prompts(&r, s, s->n_new, &p, &err);
+    }
+    if (!st) st = open_engine(&r, s, &p, s->n_new, &e, &res, &err);
+    if (!st) st = ranks_print_settings(&r, &res, e, &err);
+    if (!st) {
+        how = RANKS_LOCAL; /* from here a failure is one rank's while the others wait */
+        st = engine_generate_batch(e, p.seqs, p.P, s->n_new, p.P == 1 ? print_token : NULL,
+                                   &first, &stats, &err);
+    }
+    if (!st && rank == 0) print_outputs(s, &p, &stats);
     engine_close(e);
-    return (int)st;
+    prompts_free(&p);
+    return ranks_finish(&r, s, st, &err, how);
 }

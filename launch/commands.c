@@ -3,14 +3,23 @@
 
 
 static const char *const LOGITS_OPTS[] = {"model", "ids", "ids-file", "out", "ctx", "batch",
-                                          "prefill-chunk", "backend", "quiet", "help", NULL};
-static const char *const GENERATE_OPTS[] = {"model", "ids", "ids-file", "max-tokens", "ctx",
-                                            "batch", "prefill-chunk", "backend", "quiet", "help",
-                                            NULL};
+                                          "prefill-chunk", "micro-batches", "layers-per-rank",
+                                          "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
+                                          "kv-residual", "backend", "quiet", "help", NULL};
+static const char *const GENERATE_OPTS[] = {"model", "ids", "ids-file", "prompts-file",
+                                            "max-tokens", "ctx", "batch", "prefill-chunk",
+                                            "micro-batches", "layers-per-rank", "mem-per-rank",
+                                            "kv", "kv-hi-bits", "kv-group", "kv-residual",
+                                            "backend", "quiet", "help", NULL};
+
+static const char *const PLAN_OPTS[] = {"model", "shape", "ranks", "ctx", "batch",
+                                        "prefill-chunk", "kv", "kv-hi-bits", "kv-group",
+                                        "kv-residual", "mem-per-rank", "layers-per-rank",
+                                        "backend", "help", NULL};
 
 static const cmd_def CMD_GENERATE = {
     "generate", "greedy generation from prompt token ids; ids on stdout, timings on stderr",
-    "--model DIR (--ids \"1 2 3\" | --ids-file FILE) [-n N] [options]",
+    "--model DIR (--ids \"1 2 3\" | --ids-file FILE | --prompts-file FILE) [-n N] [options]",
     "asymkv generate --model models/default --ids \"1 17 42 7\" -n 16", GENERATE_OPTS,
     cmd_generate};
 
@@ -20,5 +29,23 @@ static const cmd_def CMD_LOGITS = {
     "asymkv logits --model models/default --ids-file prompt.txt --out logits.npy", LOGITS_OPTS,
     cmd_logits};
 
-const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_LOGITS, NULL};
+static const cmd_def CMD_PLAN = {
+    "plan", "placement of layers on pipeline ranks and per-rank memory, without loading weights",
+    "(--model DIR | --shape NAME) [--ranks N] [--ctx N] [--batch N] [--kv CONFIG] "
+    "[--mem-per-rank LIST] [options]\n  (--ctx 0 = the model's max_position_embeddings; "
+    "weights are sized as bf16, or fp32 with --backend cpu)",
+    "asymkv plan --shape llama-3-70b --ranks 4 --mem-per-rank 140G --ctx 131072 --batch 16 "
+    "--kv asymkv:80/0", PLAN_OPTS, cmd_plan};
+
+static const char *const TOKENIZE_OPTS[] = {"tokenizer", "text", "file", "add-special", "decode",
+                                            "ids", "ids-file", "quiet", "help", NULL};
+
+static const cmd_def CMD_TOKENIZE = {
+    "tokenize", "text -> JSON array of token ids, or ids -> text with --decode",
+    "--tokenizer FILE (--text TEXT | --file F) [--add-special]\n"
+    "       asymkv tokenize --tokenizer FILE --decode (--ids \"1 2 3\" | --ids-file F)",
+    "asymkv tokenize --tokenizer tests/data/tokenizers/bytelevel-llama3 --text \"Hello world\"",
+    TOKENIZE_OPTS, cmd_tokenize};
+
+const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_LOGITS, &CMD_PLAN, &CMD_TOKENIZE, NULL};
 

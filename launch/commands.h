@@ -6,5 +6,7 @@
 
 int cmd_logits(const cli_settings *s);
 int cmd_generate(const cli_settings *s);
+int cmd_plan(const cli_settings *s);
+int cmd_tokenize(const cli_settings *s);
 
 #endif

@@ -20,7 +20,8 @@ int main(int argc, char **argv) {
     cli_settings s;
     akv_err err = {0};
     if (cli_parse(cmd, argc - 2, argv + 2, &s, &err)) {
-        fprintf(stderr, "asymkv %s: error: %s\n", cmd->name, err.msg);
+        if (comm_env_rank() <= 0) /* every rank parses the same flags: rank 0 tells */
+            fprintf(stderr, "asymkv %s: error: %s\n", cmd->name, err.msg);
         return 2;
     }
     if (s.help) {
@@ -30,10 +31,11 @@ int main(int argc, char **argv) {
     comm_world world;
     if (comm_world_init(&world, &argc, &argv, &err)) {
         fprintf(stderr, "asymkv: error: %s\n", err.msg);
-        return 1;
+        return (int)err.code;
     }
     s.cmd = cmd;
     s.rank = world.rank;
+    s.world = &world;
     int rc = cmd->run(&s);
     comm_world_finalize();
     return rc;

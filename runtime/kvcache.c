@@ -1,17 +1,49 @@
-/* kvcache.c — full-precision (fp32 on the CPU backend) KV cache, one contiguous slab per
- * (layer, sequence) of [ctx][n_kv_heads * head_dim] floats for K and for V. */
+/* kvcache.c — AsymKV cache storage and KIVI flushing; see kvcache.h and kernels/kvquant.h
+ * for the layouts. One allocation per layer holds every sequence's regions. */
 #include "kvcache.h"
 
 #include <stdlib.h>
 
-#include "kernels.h"
+typedef struct layer_cache {
+    int k_bits, v_bits;
+    size_t k_quant_bytes, k_win_slots, v_quant_bytes, v_win_slots; /* per sequence */
+    size_t seq_bytes;
+    uint8_t *mem;   /* [n_seq][seq_bytes] */
+    int *len, *kq, *vq; /* [n_seq] */
+} layer_cache;
 
 struct kvcache {
     kvcache_shape shape;
-    size_t row;     /* floats per position: n_kv_heads * head_dim */
-    float *k, *v;   /* [n_layers][n_seq][ctx][row] */
-    int *len;       /* [n_layers][n_seq] */
+    int group, residual, ctx_r;
+    size_t row;     /* n_kv_heads * head_dim */
+    layer_cache *layers;
 };
+
+/* Bytes per window element: fp32 for the 32-bit reference width, else fp16. */
+static size_t win_elem(int bits) { return bits == 32 ? 4 : 2; }
+
+static akv_status layer_init(kvcache *kv, layer_cache *L, int k_bits, int v_bits, akv_err *err) {
+    const size_t H = (size_t)kv->shape.n_kv_heads, D = (size_t)kv->shape.head_dim;
+    const size_t G = (size_t)kv->group, C = (size_t)kv->ctx_r, R = (size_t)kv->residual;
+    L->k_bits = k_bits;
+    L->v_bits = v_bits;
+    L->k_quant_bytes = k_bits >= 16 ? 0 : C / G * H * D * kvq_group_bytes(k_bits, (int)G);
+    L->k_win_slots = k_bits >= 16 ? C : R;
+    L->v_quant_bytes = v_bits >= 16 ? 0 : C * H * (D / G) * kvq_group_bytes(v_bits, (int)G);
+    L->v_win_slots = v_bits >= 16 ? C : R;
+    L->seq_bytes = L->k_quant_bytes + L->v_quant_bytes +
+                   (L->k_win_slots * win_elem(k_bits) + L->v_win_slots * win_elem(v_bits)) * kv->row;
+    const size_t n_seq = (size_t)kv->shape.n_seq;
+    L->mem = malloc(n_seq * L->seq_bytes);
+    L->len = calloc(n_seq, sizeof(int));
+    L->kq = calloc(n_seq, sizeof(int));
+    L->vq = calloc(n_seq, sizeof(int));
+    if (!L->mem || !L->len || !L->kq || !L->vq)
+        return akv_fail(err, AKV_ERUNTIME,
+                        "out of host memory for the KV cache (%zu bytes per layer; lower --ctx "
+                        "or --batch, or use a lower-bit --kv)", n_seq * L->seq_bytes);
+    return AKV_OK;
+}
 
 akv_status kvcache_init(kvcache **out, const kvcache_shape *shape, akv_err *err) {
     *out = NULL;
@@ -20,16 +52,20 @@ akv_status kvcache_init(kvcache **out, const kvcache_shape *shape, akv_err *err)
     kvcache *kv = calloc(1, sizeof *kv);
     if (!kv) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
     kv->shape = *shape;
+    kv->group = shape->cfg ? shape->cfg->group : KV_DEFAULT_GROUP;
+    kv->residual = shape->cfg ? shape->cfg->residual : KV_DEFAULT_RESIDUAL;
+    kv->ctx_r = (shape->ctx + kv->group - 1) / kv->group * kv->group;
     kv->row = (size_t)shape->n_kv_heads * shape->head_dim;
-    size_t n = (size_t)shape->n_layers * shape->n_seq * shape->ctx * kv->row;
-    kv->k = malloc((n ? n : 1) * sizeof(float));
-    kv->v = malloc((n ? n : 1) * sizeof(float));
-    kv->len = calloc((size_t)shape->n_layers * shape->n_seq + 1, sizeof(int));
-    if (!kv->k || !kv->v || !kv->len) {
+    kv->layers = calloc((size_t)shape->n_layers + 1, sizeof *kv->layers);
+    akv_status s = kv->layers ? AKV_OK : akv_fail(err, AKV_ERUNTIME, "out of host memory");
+    for (int l = 0; !s && l < shape->n_layers; l++) {
+        int gl = shape->layer0 + l;
+        int kb = shape->cfg ? shape->cfg->k_bits[gl] : 16, vb = shape->cfg ? shape->cfg->v_bits[gl] : 16;
+        s = layer_init(kv, &kv->layers[l], kb, vb, err);
+    }
+    if (s) {
         kvcache_free(kv);
-        return akv_fail(err, AKV_ERUNTIME,
-                        "out of host memory for the KV cache (%zu bytes; lower --ctx or --batch)",
-                        2 * n * sizeof(float));
+        return s;
     }
     *out = kv;
     return AKV_OK;
@@ -37,51 +73,128 @@ akv_status kvcache_init(kvcache **out, const kvcache_shape *shape, akv_err *err)
 
 void kvcache_free(kvcache *kv) {
     if (!kv) return;
-    free(kv->k);
-    free(kv->v);
-    free(kv->len);
+    for (int l = 0; kv->layers && l < kv->shape.n_layers; l++) {
+        free(kv->layers[l].mem);
+        free(kv->layers[l].len);
+        free(kv->layers[l].kq);
+        free(kv->layers[l].vq);
+    }
+    free(kv->layers);
     free(kv);
 }
 
 size_t kvcache_layer_bytes(const kvcache *kv, int layer) {
-    (void)layer;
-    return 2 * (size_t)kv->shape.n_seq * kv->shape.ctx * kv->row * sizeof(float);
+    return kv->layers[layer].seq_bytes * (size_t)kv->shape.n_seq;
 }
 
 size_t kvcache_bytes(const kvcache *kv) {
-    return (size_t)kv->shape.n_layers * kvcache_layer_bytes(kv, 0);
+    size_t total = 0;
+    for (int l = 0; l < kv->shape.n_layers; l++) total += kvcache_layer_bytes(kv, l);
+    return total;
 }
 
-static size_t slab(const kvcache *kv, int layer, int seq) {
-    return ((size_t)layer * kv->shape.n_seq + seq) * kv->shape.ctx * kv->row;
-}
-
-int kvcache_len(const kvcache *kv, int layer, int seq) {
-    return kv->len[(size_t)layer * kv->shape.n_seq + seq];
-}
+int kvcache_len(const kvcache *kv, int layer, int seq) { return kv->layers[layer].len[seq]; }
+int kvcache_k_bits(const kvcache *kv, int layer) { return kv->layers[layer].k_bits; }
+int kvcache_v_bits(const kvcache *kv, int layer) { return kv->layers[layer].v_bits; }
 
 void kvcache_reset(kvcache *kv, int seq) {
-    for (int l = 0; l < kv->shape.n_layers; l++) kv->len[(size_t)l * kv->shape.n_seq + seq] = 0;
+    for (int l = 0; l < kv->shape.n_layers; l++) {
+        layer_cache *L = &kv->layers[l];
+        L->len[seq] = L->kq[seq] = L->vq[seq] = 0;
+    }
+}
+
+/* Region pointers of (layer, seq): [k_quant][v_quant][k_win][v_win]. */
+static uint8_t *seq_base(const kvcache *kv, const layer_cache *L, int seq) {
+    (void)kv;
+    return L->mem + (size_t)seq * L->seq_bytes;
+}
+
+void kvcache_view(const kvcache *kv, int layer, int seq, kvq_view *v) {
+    const layer_cache *L = &kv->layers[layer];
+    uint8_t *base = seq_base(kv, L, seq);
+    v->n_kv_heads = kv->shape.n_kv_heads;
+    v->head_dim = kv->shape.head_dim;
+    v->group = kv->group;
+    v->k_bits = L->k_bits;
+    v->v_bits = L->v_bits;
+    v->len = L->len[seq];
+    v->kq = L->kq[seq];
+    v->vq = L->vq[seq];
+    v->k_cap = (int)L->k_win_slots;
+    v->v_cap = (int)L->v_win_slots;
+    v->k_quant = base;
+    v->v_quant = base + L->k_quant_bytes;
+    v->k_win = base + L->k_quant_bytes + L->v_quant_bytes;
+    v->v_win = base + L->k_quant_bytes + L->v_quant_bytes + L->k_win_slots * kv->row * win_elem(L->k_bits);
+}
+
+void kvcache_attend(const kvcache *kv, int layer, int seq, int n, int n_heads, const float *q,
+                    const float *k_new, const float *v_new, float *out, float scale,
+                    float *scratch) {
+    kvq_view v;
+    kvcache_view(kv, layer, seq, &v);
+    kvattn_ref(out, q, n, n_heads, &v, k_new, v_new, scale, scratch);
+}
+
+/* Quantizes the R keys of the full window into R/G key blocks starting at block kq/G. */
+static void flush_keys(const kvcache *kv, const kvq_view *v, int kq) {
+    const int G = kv->group, R = kv->residual;
+    const size_t unit = kvq_group_bytes(v->k_bits, G);
+    uint8_t *kq_mem = (uint8_t *)v->k_quant;
+    float x[256];
+    for (int b = 0; b < R / G; b++)
+        for (size_t hc = 0; hc < kv->row; hc++) {
+            for (int t = 0; t < G; t++) {
+                int p = kq + b * G + t;
+                x[t] = kvq_win_load(v->k_win, v->k_bits, (size_t)(p % v->k_cap) * kv->row + hc);
+            }
+            size_t blk = (size_t)(kq / G + b);
+            kvq_quantize_group(kq_mem + (blk * kv->row + hc) * unit, x, 1, v->k_bits, G);
+        }
+}
+
+/* Quantizes the value of position p (the oldest in the window) per token. */
+static void flush_value(const kvcache *kv, const kvq_view *v, int p) {
+    const int G = kv->group;
+    const size_t unit = kvq_group_bytes(v->v_bits, G), groups = kv->row / (size_t)G;
+    float x[256];
+    const size_t src = (size_t)(p % v->v_cap) * kv->row;
+    for (size_t j = 0; j < groups; j++) {
+        for (int i = 0; i < G; i++) x[i] = kvq_win_load(v->v_win, v->v_bits, src + j * G + i);
+        kvq_quantize_group((uint8_t *)v->v_quant + ((size_t)p * groups + j) * unit, x, 1,
+                           v->v_bits, G);
+    }
+}
+
+/* Stores one token's row into window slot `slot` at the window's precision. */
+static void store_row(const void *win, int bits, size_t row, int slot, const float *src) {
+    if (bits == 32) {
+        memcpy((float *)win + (size_t)slot * row, src, row * sizeof(float));
+        return;
+    }
+    uint16_t *dst = (uint16_t *)win + (size_t)slot * row;
+    for (size_t i = 0; i < row; i++) dst[i] = akv_f32_to_f16(src[i]);
 }
 
 akv_status kvcache_append(kvcache *kv, int layer, int seq, int n, const float *k,
                           const float *v, akv_err *err) {
-    int *len = &kv->len[(size_t)layer * kv->shape.n_seq + seq];
-    if (*len + n > kv->shape.ctx)
-        return akv_fail(err, AKV_EINPUT,
-                        "context full: %d + %d tokens exceed --ctx %d (raise --ctx)", *len, n,
-                        kv->shape.ctx);
-    size_t off = slab(kv, layer, seq) + (size_t)*len * kv->row;
-    memcpy(kv->k + off, k, (size_t)n * kv->row * sizeof(float));
-    memcpy(kv->v + off, v, (size_t)n * kv->row * sizeof(float));
-    *len += n;
+    layer_cache *L = &kv->layers[layer];
+    if (L->len[seq] + n > kv->shape.ctx)
+        return akv_fail(err, AKV_EINPUT, "context full: %d + %d tokens exceed --ctx %d (raise "
+                        "--ctx)", L->len[seq], n, kv->shape.ctx);
+    kvq_view w;
+    kvcache_view(kv, layer, seq, &w);
+    for (int i = 0; i < n; i++) {
+        const int p = L->len[seq];
+        if (L->v_bits <= 4 && p - L->vq[seq] == kv->residual) flush_value(kv, &w, L->vq[seq]++);
+        store_row(w.k_win, w.k_bits, kv->row, p % w.k_cap, k + (size_t)i * kv->row);
+        store_row(w.v_win, w.v_bits, kv->row, p % w.v_cap, v + (size_t)i * kv->row);
+        L->len[seq] = p + 1;
+        if (L->k_bits <= 4 && p + 1 - L->kq[seq] == kv->residual) {
+            flush_keys(kv, &w, L->kq[seq]);
+            L->kq[seq] += kv->residual;
+        }
+    }
     return AKV_OK;
-}
-
-void kvcache_attend(const kvcache *kv, int layer, int seq, int n, int n_heads, const float *q,
-                    float *out, float scale, float *scratch) {
-    int len = kvcache_len(kv, layer, seq);
-    size_t off = slab(kv, layer, seq);
-    attention_ref(out, q, kv->k + off, kv->v + off, n, len - n, n_heads, kv->shape.n_kv_heads,
-                  kv->shape.head_dim, scale, scratch);
 }

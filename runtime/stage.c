@@ -17,6 +17,9 @@ struct stage {
     float *xn, *q, *k, *v, *att, *tmp, *gate, *up, *scores;
     int32_t *pos;               /* [max_tokens] */
     int *seq_len;               /* [n_seq] positions stored per sequence */
+    kvdiag *diag;               /* NULL unless opts.diag */
+    float *diag_tmp;            /* [2][max_tokens][n_heads * head_dim] */
+    int diag_measure;
 };
 
 akv_status stage_init(stage_t **out, const model_config *c, const stage_weights *w,
@@ -28,8 +31,8 @@ akv_status stage_init(stage_t **out, const model_config *c, const stage_weights 
     s->c = c;
     s->w = w;
     s->o = *o;
-    kvcache_shape ks = {w->layer_end - w->layer_begin, o->n_seq, o->ctx, c->n_kv_heads,
-                        c->head_dim};
+    kvcache_shape ks = {w->layer_end - w->layer_begin, w->layer_begin, o->n_seq, o->ctx,
+                        c->n_kv_heads, c->head_dim, o->kv};
     akv_status st = kvcache_init(&s->kv, &ks, err);
     if (st) goto fail;
     size_t T = (size_t)o->max_tokens, QD = (size_t)c->n_heads * c->head_dim;
@@ -44,13 +47,22 @@ akv_status stage_init(stage_t **out, const model_config *c, const stage_weights 
     s->tmp = malloc(T * H * sizeof(float));
     s->gate = malloc(T * I * sizeof(float));
     s->up = malloc(T * I * sizeof(float));
-    s->scores = malloc((size_t)o->ctx * sizeof(float));
+    s->scores = malloc(((size_t)o->ctx + (size_t)c->head_dim) * sizeof(float));
     s->pos = malloc(T * sizeof(int32_t));
     s->seq_len = calloc((size_t)o->n_seq, sizeof(int));
     if (!s->inv_freq || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->tmp || !s->gate ||
         !s->up || !s->scores || !s->pos || !s->seq_len) {
         st = akv_fail(err, AKV_ERUNTIME, "out of host memory for stage scratch buffers");
         goto fail;
+    }
+    if (o->diag) {
+        st = kvdiag_init(&s->diag, &ks, err);
+        if (st) goto fail;
+        s->diag_tmp = malloc(2 * T * QD * sizeof(float));
+        if (!s->diag_tmp) {
+            st = akv_fail(err, AKV_ERUNTIME, "out of host memory for diagnostics");
+            goto fail;
+        }
     }
     rope_inv_freq_ref(s->inv_freq, c->head_dim, &c->rope);
     *out = s;
@@ -68,6 +80,8 @@ void stage_free(stage_t *s) {
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(s->pos);
     free(s->seq_len);
+    kvdiag_free(s->diag);
+    free(s->diag_tmp);
     free(s);
 }
 
@@ -116,15 +130,22 @@ static akv_status attention_block(stage_t *s, int l, int n, const int32_t *seq, 
     matmul_ref(s->v, s->xn, L->wv, L->bv, n, H, KD);
     rope_ref(s->q, s->pos, n, c->n_heads, c->head_dim, s->inv_freq);
     rope_ref(s->k, s->pos, n, c->n_kv_heads, c->head_dim, s->inv_freq);
+    /* The cache stores fp16 K/V (fp32 at width 32): round first so a token's key is the same
+     * whether it comes from this call or from the cache (chunking never changes results). */
+    if (kvcache_k_bits(s->kv, l) != 32) kvq_round_f16(s->k, (size_t)n * KD);
+    if (kvcache_v_bits(s->kv, l) != 32) kvq_round_f16(s->v, (size_t)n * KD);
     const float scale = 1.0f / sqrtf((float)c->head_dim);
     for (int i = 0; i < n;) { /* one run of consecutive tokens of one sequence */
         int j = i;
         while (j < n && seq[j] == seq[i]) j++;
-        akv_status st = kvcache_append(s->kv, l, seq[i], j - i, s->k + (size_t)i * KD,
-                                       s->v + (size_t)i * KD, err);
-        if (st) return st;
-        kvcache_attend(s->kv, l, seq[i], j - i, c->n_heads, s->q + (size_t)i * QD,
+        const float *k = s->k + (size_t)i * KD, *v = s->v + (size_t)i * KD;
+        kvcache_attend(s->kv, l, seq[i], j - i, c->n_heads, s->q + (size_t)i * QD, k, v,
                        s->att + (size_t)i * QD, scale, s->scores);
+        akv_status st = kvcache_append(s->kv, l, seq[i], j - i, k, v, err);
+        if (!st && s->diag)
+            st = kvdiag_observe(s->diag, l, seq[i], j - i, c->n_heads, s->q + (size_t)i * QD, k,
+                                v, scale, s->diag_measure, s->scores, s->diag_tmp, err);
+        if (st) return st;
         i = j;
     }
     matmul_ref(s->tmp, s->att, L->wo, L->bo, n, QD, H);
@@ -174,7 +195,11 @@ int stage_seq_len(const stage_t *s, int seq) {
     return s->seq_len[seq];
 }
 
+void stage_diag_measure(stage_t *s, int on) { s->diag_measure = on; }
+const kvdiag *stage_diag(const stage_t *s) { return s->diag; }
+
 void stage_seq_reset(stage_t *s, int seq) {
+    if (s->diag) kvdiag_reset(s->diag, seq);
     kvcache_reset(s->kv, seq);
     s->seq_len[seq] = 0;
 }

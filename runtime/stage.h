@@ -9,6 +9,8 @@
 #define ASYMKV_STAGE_H
 
 #include "config.h"
+#include "kvconfig.h"
+#include "kvdiag.h"
 #include "kvcache.h"
 #include "weights.h"
 
@@ -22,6 +24,8 @@ typedef struct stage_opts {
     int n_seq;      /* resident sequence slots (--batch) */
     int ctx;        /* positions per sequence (--ctx) */
     int max_tokens; /* most tokens one forward call may carry (prefill chunk or batch) */
+    const kv_config *kv; /* per-layer K/V widths (global layer indices); NULL = fp16 */
+    int diag;            /* keep kvdiag shadow caches (asymkv eval --diag) */
 } stage_opts;
 
 /* Borrows c and w (they must outlive the stage). */
@@ -43,6 +47,11 @@ int stage_seq_len(const stage_t *s, int seq);
 void stage_seq_reset(stage_t *s, int seq);
 
 const kvcache *stage_kvcache(const stage_t *s);
+
+/* With opts.diag: whether later forward calls add to the K-vs-V error measurements (the
+ * shadow caches are fed either way), and the per-layer results (local layer index). */
+void stage_diag_measure(stage_t *s, int on);
+const kvdiag *stage_diag(const stage_t *s);
 
 #ifdef __cplusplus
 }

@@ -37,7 +37,7 @@ Test(golden, logits_match_transformers) {
         int nd;
         float *ref = tu_read_npy(ref_path, rs, &nd);
         cr_assert_not_null(ref, "missing fixture %s", ref_path);
-        float *got = run_logits(FIXTURES[f], "", tmp, as);
+        float *got = run_logits(FIXTURES[f], "--kv fp32", tmp, as);
         cr_assert(as[0] == rs[0] && as[1] == rs[1], "%s: shape [%lld,%lld] vs [%lld,%lld]",
                   FIXTURES[f], (long long)as[0], (long long)as[1], (long long)rs[0],
                   (long long)rs[1]);

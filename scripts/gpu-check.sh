@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# gpu-check.sh — the GPU machine's check, run there from the repository root: unpacks the carried
+# .debs (Criterion, cJSON, PCRE2) into /opt/deps, configures build-gpu for sm_90, builds, runs the
+# GPU tests (ctest label "gpu"), the CPU tests (every other test) and the kernel test binary under
+# compute-sanitizer memcheck (long-context cases skipped there), writes every log into $OUT (or
+# build-gpu/check-logs) as it goes, and always ends with a PASS/FAIL table. Exit 0 only if no
+# step failed. A canary (a planted overflow in a forked child) first proves that memcheck sees
+# Criterion's forked test processes. Needs the .debs folder (../shared/tools/gpu-machine-debs.sh
+# .debs) carried along; from the lead's machine: run tool, command scripts/gpu-check.sh,
+# carry [".debs"], timeout 600.
+#   scripts/gpu-check.sh                    all steps
+#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu memcheck (setup and build
+#                                           always run)
+#   GPU_CHECK_BUDGET=540                    seconds before remaining steps are skipped (default 540,
+#                                           so the table prints inside a 600 s command limit)
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+SECONDS=0
+BUDGET=${GPU_CHECK_BUDGET:-540}
+WANT=" ${GPU_CHECK_STEPS:-cpu gpu memcheck} "
+BUILD=build-gpu
+LOGS=${OUT:-$BUILD/check-logs}
+mkdir -p "$LOGS"
+export PATH="$PATH:/usr/local/cuda/bin"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
+
+names=() states=() secs=() notes=()
+record() { names+=("$1"); states+=("$2"); secs+=("$3"); notes+=("${4:-}"); }
+failed() { local s; for s in "${states[@]}"; do [ "$s" = FAIL ] && return 0; done; return 1; }
+
+# step NAME LOG LIMIT CMD...: runs CMD (appending to LOG) under a timeout that also respects the
+# remaining budget; records PASS/FAIL; on failure shows the log's tail.
+step() {
+  local name=$1 log=$LOGS/$2 limit=$3 left rc t0=$SECONDS
+  shift 3
+  left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then record "$name" SKIP 0 "out of time budget"; return 1; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== [${SECONDS}s] $name (limit ${limit}s, log $(basename "$log"))"
+  { echo "### $name: $*"; } >>"$log"
+  timeout --kill-after=10 "$limit" bash -c '"$@"' step "$@" >>"$log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    record "$name" PASS $((SECONDS - t0))
+  else
+    local why="exit $rc"; [ "$rc" -eq 124 ] && why="timed out after ${limit}s"
+    record "$name" FAIL $((SECONDS - t0)) "$why"
+    echo "-- $name failed ($why); last lines of $(basename "$log"):"
+    tail -n 40 "$log" | cut -c1-240
+  fi
+  return "$rc"
+}
+
+# shellcheck disable=SC2317  # called through step (bash -c)
+unpack_deps() {
+  [ -d .debs ] || { echo "no .debs folder: relying on system packages"; return 0; }
+  mkdir -p /opt/deps && for f in .debs/*.deb; do dpkg -x "$f" /opt/deps || return 1; done
+}
+# The debs' pkg-config files and cJSON's CMake package hard-code /usr, so neither is used from the
+# prefix: no PKG_CONFIG_PATH, and find_package(cJSON) is disabled below; CMakeLists.txt then falls
+# back to find_path/find_library, which search CMAKE_PREFIX_PATH.
+export CMAKE_PREFIX_PATH=/opt/deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+gpu_targets=$(for f in tests/gpu_*.c; do [ -e "$f" ] && basename "$f" .c; done | tr '\n' ' ')
+
+# memcheck over the kernel tests: one process at a time, children followed, errors counted.
+# A planted overflow in a forked child must be reported, or memcheck proves nothing about the
+# Criterion tests (each runs in a child process).
+# shellcheck disable=SC2317
+memcheck_canary() {
+  local dir=$BUILD/canary
+  mkdir -p "$dir"
+  cat >"$dir/canary.cu" <<'EOF'
+#include <sys/wait.h>
+#include <unistd.h>
+__global__ void past_end(int *p, int n) { p[n + threadIdx.x] = 1; }
+int main() {
+  if (fork() == 0) {
+    int *p = nullptr;
+    cudaMalloc(&p, 64 * sizeof(int));
+    past_end<<<1, 1>>>(p, 64);
+    cudaDeviceSynchronize();
+    return 0;
+  }
+  int st = 0;
+  wait(&st);
+  return 0;
+}
+EOF
+  nvcc -arch=sm_90 -o "$dir/canary" "$dir/canary.cu" || return 1
+  compute-sanitizer --tool memcheck --target-processes all "$dir/canary" >"$dir/canary.log" 2>&1
+  cat "$dir/canary.log"
+  grep -qE "ERROR SUMMARY: [1-9]" "$dir/canary.log"
+}
+
+# shellcheck disable=SC2317
+memcheck() {
+  ASYMKV_GPU_QUICK=1 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
+    --print-limit 20 "$BUILD/tests/gpu_kernels" -j1 --verbose || return $?
+  ! grep -E "ERROR SUMMARY: [1-9]" "$LOGS/memcheck.log"
+}
+
+export -f unpack_deps memcheck memcheck_canary
+export BUILD LOGS
+
+gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
+  2>/dev/null | head -n 1)
+echo "gpu-check on: ${gpu_info:-no nvidia-smi answer}; logs in $LOGS"
+
+step deps setup.log 120 unpack_deps
+step configure setup.log 180 cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DASYMKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_FLAGS=-lineinfo \
+  -DCMAKE_DISABLE_FIND_PACKAGE_cJSON=ON
+configured=$?
+built_gpu=1
+if [ "$configured" -eq 0 ]; then
+  if ! step build build.log 360 cmake --build "$BUILD" -j"$(nproc)"; then
+    # Something else may be broken; the GPU tests can still be built and run on their own.
+    # shellcheck disable=SC2086
+    step build-gpu-tests build.log 240 cmake --build "$BUILD" -j"$(nproc)" --target $gpu_targets
+  fi
+  [ -x "$BUILD/tests/gpu_kernels" ] && built_gpu=0
+fi
+
+if [[ $WANT == *" gpu "* ]]; then
+  if [ "$built_gpu" -eq 0 ]; then
+    step gpu-tests gpu-tests.log 300 ctest --test-dir "$BUILD" -L gpu -V --timeout 300
+  else record gpu-tests SKIP 0 "not built"; fi
+fi
+if [[ $WANT == *" memcheck "* ]]; then
+  if [ "$built_gpu" -eq 0 ] && command -v compute-sanitizer >/dev/null; then
+    step memcheck-canary canary.log 120 memcheck_canary
+    step memcheck memcheck.log 300 memcheck
+  else record memcheck SKIP 0 "no binary or no compute-sanitizer"; fi
+fi
+if [[ $WANT == *" cpu "* ]]; then
+  if [ "$configured" -eq 0 ]; then
+    step cpu-tests cpu-tests.log 300 ctest --test-dir "$BUILD" -LE gpu --output-on-failure \
+      -j"$(nproc)" --timeout 300
+  else record cpu-tests SKIP 0 "not configured"; fi
+fi
+
+# ---- the table (always) ----
+{
+  echo
+  echo "== gpu-check summary: ${gpu_info:-unknown GPU}, ${SECONDS}s, logs in $LOGS"
+  if [ -f "$LOGS/gpu-tests.log" ]; then
+    grep -E "(matmul|prefill|decode) .*max \|diff\||(prefill|decode) time" "$LOGS/gpu-tests.log" \
+      | sed 's/^/  /' | head -n 40
+    grep -E "\[(FAIL|SKIP)\]|Synthesis" "$LOGS/gpu-tests.log" | sed 's/^/  /' | head -n 20
+  fi
+  [ -f "$LOGS/cpu-tests.log" ] && grep -E "tests passed|\(Failed\)|\(Timeout\)|\*\*\*" \
+    "$LOGS/cpu-tests.log" | sed 's/^/  /' | head -n 20
+  [ -f "$LOGS/canary.log" ] && grep -E "ERROR SUMMARY" "$LOGS/canary.log" \
+    | sed 's/^/  canary (must be >0): /' | head -n 3
+  [ -f "$LOGS/memcheck.log" ] && grep -E "ERROR SUMMARY|Synthesis" "$LOGS/memcheck.log" \
+    | sort | uniq -c | sed 's/^/  /' | head -n 10
+  printf '%-16s %-5s %7s  %s\n' step state seconds note
+  for i in "${!names[@]}"; do
+    printf '%-16s %-5s %7s  %s\n' "${names[$i]}" "${states[$i]}" "${secs[$i]}" "${notes[$i]}"
+  done
+  if failed; then echo "overall: FAIL"; else echo "overall: PASS"; fi
+} | tee "$LOGS/summary.txt"
+failed && exit 1
+exit 0
