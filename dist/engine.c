@@ -103,7 +103,8 @@ static akv_status open_local(engine_t *e, akv_err *err) {
     s = weights_load(&e->w, &e->cfg, e->st, e->begin[e->rank], e->end[e->rank], e->rank == 0,
                      e->rank == e->size - 1, err);
     e->max_tokens = o->prefill_chunk > o->batch ? o->prefill_chunk : o->batch;
-    stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv};
+    stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv,
+                     .diag = o->diag};
     if (!s) s = stage_init(&e->stage, &e->cfg, &e->w, &so, err);
     if (!s) s = alloc_buffers(e, err);
     return s;
@@ -156,6 +157,16 @@ int engine_rank(const engine_t *e) { return e->rank; }
 int engine_ranks(const engine_t *e) { return e->size; }
 int engine_micro_batches(const engine_t *e) { return e->micro; }
 int engine_output_rank(const engine_t *e) { return e->size - 1; }
+
+void engine_diag_measure(engine_t *e, int on) {
+    if (e->stage) stage_diag_measure(e->stage, on);
+}
+
+void engine_diag_rows(const engine_t *e, kvdiag_layer *rows) {
+    const kvdiag *d = e->stage ? stage_diag(e->stage) : NULL;
+    for (int l = e->w.layer_begin; d && l < e->w.layer_end; l++)
+        rows[l] = *kvdiag_result(d, l - e->w.layer_begin);
+}
 
 void engine_span(const engine_t *e, int *begin, int *end) {
     *begin = e->begin[e->rank];

@@ -19,6 +19,7 @@
 #include "comm.h"
 #include "config.h"
 #include "kvconfig.h"
+#include "kvdiag.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,6 +38,7 @@ typedef struct engine_opts {
                           may hold no layer (it only forwards activations). */
     comm_t *comm;      /* the pipeline's transport; NULL = one process holds every layer */
     const kv_config *kv; /* per-layer K/V widths; NULL = fp16 */
+    int diag;            /* measure K-only vs V-only attention error per layer (kvdiag.h) */
 } engine_opts;
 
 /* Loads config.json, validates the checkpoint and loads this rank's span of weights. */
@@ -52,6 +54,13 @@ int engine_micro_batches(const engine_t *e);   /* resolved */
 int engine_output_rank(const engine_t *e);     /* the rank holding logits (the last) */
 /* This rank's layer span [*begin, *end). */
 void engine_span(const engine_t *e, int *begin, int *end);
+
+/* With opts.diag: whether later calls add to the measurements (the default is on). */
+void engine_diag_measure(engine_t *e, int on);
+
+/* This rank's diag results into rows[n_layers] (global layer index); rows of other ranks'
+ * layers are left untouched. Not collective. */
+void engine_diag_rows(const engine_t *e, kvdiag_layer *rows);
 
 /* One rank's row of the placement table. */
 typedef struct engine_rank_info {

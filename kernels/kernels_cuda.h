@@ -97,6 +97,103 @@ cudaError_t attention_decode_cuda(const attention_decode_args *a, cudaStream_t s
 size_t attention_decode_workspace_bytes(int n_batch, int n_heads, int n_kv_heads, int head_dim,
                                         int max_len);
 
+/* ---- compressed KV cache (kvquant.h formats; kernels/kvquant.cu, kernels/kvattn.cu) ----
+ * One sequence's cache of one layer on the device, laid out as runtime/kvcache.c lays it out
+ * ([k_quant][v_quant][k_win][v_win], window slot = position % cap): the device twin of kvq_view.
+ * The host mirrors the counts (len, kq, vq) and uploads an array of these per layer. Widths
+ * 16, 4, 2, 1 (the 32-bit reference width is refused); regions 16-byte aligned. */
+typedef struct kvq_seq_dev {
+    uint8_t *k_quant;       /* [ctx/G][n_kv_heads][head_dim] units (unused when k_bits == 16) */
+    uint8_t *v_quant;       /* [ctx][n_kv_heads][head_dim/G] units (unused when v_bits == 16) */
+    uint16_t *k_win, *v_win; /* fp16 [k_cap | v_cap][n_kv_heads][head_dim] */
+    int32_t len, kq, vq;    /* positions stored; [0,kq) keys and [0,vq) values quantized */
+    int32_t k_cap, v_cap;   /* window slots (R, or ctx for a 16-bit tensor) */
+    int32_t pad_;
+} kvq_seq_dev;
+
+/* Decode append of one token per sequence (kvcache_append with n = 1), as three steps on the
+ * device: (a) value flush: quantize the value at v_flush out of the window; (b) store the new
+ * token's k and v (fp32 -> fp16) at slot pos % cap; (c) key flush: when the key window is full,
+ * quantize the R keys from k_flush on into R/G key blocks. Units are bit-identical to
+ * kvq_quantize_group. The host plans each sequence with kvq_append_plan (no device reads). */
+typedef struct kvq_append_op {
+    int32_t pos;     /* the new token's position: the sequence's len before the append */
+    int32_t v_flush; /* value position quantized before the store, or -1 */
+    int32_t k_flush; /* first of the R keys quantized after the store, or -1 */
+    int32_t pad_;
+} kvq_append_op;
+
+/* The flags kvcache_append applies to a sequence holding len / kq / vq. */
+static inline kvq_append_op kvq_append_plan(int len, int kq, int vq, int k_bits, int v_bits,
+                                            int residual) {
+    kvq_append_op op = {len, -1, -1, 0};
+    if (v_bits <= 4 && len - vq == residual) op.v_flush = vq;
+    if (k_bits <= 4 && len + 1 - kq == residual) op.k_flush = kq;
+    return op;
+}
+
+typedef struct kvq_append_args {
+    const kvq_seq_dev *seqs;  /* [n_batch] (device; counts unused) */
+    const kvq_append_op *ops; /* [n_batch] (device) */
+    const float *k, *v;       /* [n_batch][n_kv_heads][head_dim], stored as fp16 */
+    int n_batch, n_kv_heads, head_dim, group, residual, k_bits, v_bits;
+    int any_key_flush; /* nonzero if some ops[b].k_flush >= 0 (else step (c) is not launched) */
+} kvq_append_args;
+cudaError_t kvq_append_cuda(const kvq_append_args *a, cudaStream_t stream);
+
+/* Quantizes a list of key blocks / value tokens out of the windows (prefill, or any catch-up):
+ * KVQ_JOB_KEYS quantizes the G keys at pos .. pos+G-1 (pos a multiple of G) into key block
+ * pos/G; KVQ_JOB_VALUE quantizes the value at pos. The windows must still hold those positions. */
+enum { KVQ_JOB_KEYS = 0, KVQ_JOB_VALUE = 1 };
+typedef struct kvq_flush_job {
+    int32_t seq, kind, pos, pad_;
+} kvq_flush_job;
+typedef struct kvq_flush_args {
+    const kvq_seq_dev *seqs;   /* (device) */
+    const kvq_flush_job *jobs; /* [n_jobs] (device) */
+    int n_jobs, n_kv_heads, head_dim, group, k_bits, v_bits;
+} kvq_flush_args;
+cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stream);
+
+/* Decode attention over the compressed cache, one new query per sequence: kvattn_ref with
+ * n_q = 1 for each sequence (its stored positions plus the new token, whose k/v are passed in),
+ * reading the codes directly (no dequantized copy), flash-decoding style: split kernels write
+ * per-part (max, sum, unnormalized output), a combine kernel merges them. Two split kernels:
+ *   KVATTN_SCALAR: fp32 per-position math over every position (any widths);
+ *   KVATTN_MMA:    32-token tiles whose keys and values are both quantized go through
+ *                  mma.sync m16n8k16 with exact codes and hi/lo fp16 splits of q*scale and
+ *                  p*scale (fp32-level accuracy); the rest (window, new token) through the
+ *                  scalar kernel. Needs head_dim 64 or 128.
+ *   KVATTN_AUTO:   MMA when supported, else SCALAR.
+ * A sequence whose counts are inconsistent (or len + 1 > max_len, or a tail over max_tail) gets
+ * NaN outputs. */
+enum { KVATTN_AUTO = 0, KVATTN_SCALAR = 1, KVATTN_MMA = 2 };
+
+/* Positions the scalar kernel covers for a sequence under KVATTN_MMA: from the last 32-token
+ * tile boundary at or below min(kq, vq) to the new token (len + 1 for a 16-bit tensor). */
+static inline int kvattn_tail_len(int len, int kq, int vq, int k_bits, int v_bits) {
+    if (k_bits > 4 || v_bits > 4) return len + 1;
+    const int m = kq < vq ? kq : vq;
+    return len + 1 - m / 32 * 32;
+}
+
+typedef struct kvattn_args {
+    float *out;                 /* [n_batch][n_heads][head_dim] */
+    const float *q;             /* [n_batch][n_heads][head_dim] */
+    const float *k_new, *v_new; /* [n_batch][n_kv_heads][head_dim], fp16-rounded */
+    const kvq_seq_dev *seqs;    /* [n_batch] (device) */
+    int n_batch;
+    int max_len;  /* >= len + 1 of every sequence */
+    int max_tail; /* >= kvattn_tail_len() of every sequence (<= 0: max_len) */
+    int n_heads, n_kv_heads, head_dim, group, k_bits, v_bits;
+    float scale;
+    int impl; /* KVATTN_AUTO / KVATTN_SCALAR / KVATTN_MMA */
+    void *workspace; /* kvattn_workspace_bytes(a) bytes, device */
+    size_t workspace_bytes;
+} kvattn_args;
+cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream);
+size_t kvattn_workspace_bytes(const kvattn_args *a); /* 0 if the shape is unsupported */
+
 #ifdef __cplusplus
 }
 #endif

@@ -29,16 +29,18 @@ static void logits_quant_keys(float *lg, const float *qh, int g, const kvq_view 
     }
 }
 
-static float dot_win(const float *q, const void *win, int bits, size_t off, int n) {
-    float acc = 0.0f;
-    for (int c = 0; c < n; c++) acc += q[c] * kvq_win_load(win, bits, off + (size_t)c);
-    return acc;
-}
-
+/* Dot product with four partial sums (a fixed order, independent of the caller). */
 static float dot_f32(const float *q, const float *k, int n) {
-    float acc = 0.0f;
-    for (int c = 0; c < n; c++) acc += q[c] * k[c];
-    return acc;
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    int c = 0;
+    for (; c + 4 <= n; c += 4) {
+        a0 += q[c] * k[c];
+        a1 += q[c + 1] * k[c + 1];
+        a2 += q[c + 2] * k[c + 2];
+        a3 += q[c + 3] * k[c + 3];
+    }
+    for (; c < n; c++) a0 += q[c] * k[c];
+    return (a0 + a1) + (a2 + a3);
 }
 
 /* Softmax-weighted sum over the quantized values [0, vq): per token and channel group,
@@ -63,43 +65,57 @@ static void out_quant_values(float *o, const float *a, int g, const kvq_view *kv
     for (int c = 0; c < D; c++) o[c] += zsum[c / G];
 }
 
-/* One query row: logits over [0, P], softmax, weighted sum. */
-static void attend_row(float *oh, const float *qh, int P, int g, const kvq_view *kv,
-                       const float *k_new, const float *v_new, float scale, float *lg,
-                       float *tmp) {
+/* Keys (values) of kv head g at positions [from, len + n_new) as dense fp32 rows: the window
+ * converted once per call, then the new tokens. */
+static void stage_rows(float *dst, const void *win, int bits, int cap, int from,
+                       const kvq_view *kv, const float *fresh, int n_new, int g) {
     const int D = kv->head_dim, row = kv->n_kv_heads * D;
+    for (int p = from; p < kv->len; p++) {
+        const size_t off = (size_t)(p % cap) * row + (size_t)g * D;
+        for (int c = 0; c < D; c++) dst[(size_t)(p - from) * D + c] = kvq_win_load(win, bits, off + c);
+    }
+    for (int i = 0; i < n_new; i++)
+        memcpy(dst + (size_t)(kv->len - from + i) * D, fresh + (size_t)i * row + (size_t)g * D,
+               (size_t)D * sizeof(float));
+}
+
+/* One query row at position P: logits over [0, P], softmax, weighted sum. kf / vf: the dense
+ * rows of positions [kq, ...) / [vq, ...) of this kv head. */
+static void attend_row(float *oh, const float *qh, int P, int g, const kvq_view *kv,
+                       const float *kf, const float *vf, float scale, float *lg, float *tmp) {
+    const int D = kv->head_dim;
     logits_quant_keys(lg, qh, g, kv, tmp);
-    for (int p = kv->kq; p < kv->len && p <= P; p++)
-        lg[p] = dot_win(qh, kv->k_win, kv->k_bits, (size_t)(p % kv->k_cap) * row + (size_t)g * D, D);
-    for (int p = kv->len; p <= P; p++)
-        lg[p] = dot_f32(qh, k_new + (size_t)(p - kv->len) * row + (size_t)g * D, D);
+    for (int p = kv->kq; p <= P; p++) lg[p] = dot_f32(qh, kf + (size_t)(p - kv->kq) * D, D);
     float mx = -INFINITY, sum = 0.0f;
     for (int p = 0; p <= P; p++) {
         lg[p] *= scale;
         mx = lg[p] > mx ? lg[p] : mx;
     }
     for (int p = 0; p <= P; p++) sum += (lg[p] = expf(lg[p] - mx));
-    for (int p = 0; p <= P; p++) lg[p] /= sum;
+    const float inv = 1.0f / sum;
+    for (int p = 0; p <= P; p++) lg[p] *= inv;
     for (int c = 0; c < D; c++) oh[c] = 0.0f;
     out_quant_values(oh, lg, g, kv, tmp);
     for (int p = kv->vq; p <= P; p++) {
-        const float a = lg[p];
-        if (p < kv->len) {
-            const size_t off = (size_t)(p % kv->v_cap) * row + (size_t)g * D;
-            for (int c = 0; c < D; c++) oh[c] += a * kvq_win_load(kv->v_win, kv->v_bits, off + c);
-        } else {
-            const float *vr = v_new + (size_t)(p - kv->len) * row + (size_t)g * D;
-            for (int c = 0; c < D; c++) oh[c] += a * vr[c];
-        }
+        const float a = lg[p], *vr = vf + (size_t)(p - kv->vq) * D;
+        for (int c = 0; c < D; c++) oh[c] += a * vr[c];
     }
+}
+
+size_t kvattn_scratch_floats(int ctx, int head_dim) {
+    return (size_t)ctx * (2 * (size_t)head_dim + 1) + (size_t)head_dim;
 }
 
 void kvattn_ref(float *out, const float *q, int n_q, int n_heads, const kvq_view *kv,
                 const float *k_new, const float *v_new, float scale, float *scratch) {
-    const int D = kv->head_dim, per_kv = n_heads / kv->n_kv_heads;
-    float *lg = scratch, *tmp = scratch + kv->len + n_q;
-    for (int i = 0; i < n_q; i++)
-        for (int h = 0; h < n_heads; h++)
-            attend_row(out + ((size_t)i * n_heads + h) * D, q + ((size_t)i * n_heads + h) * D,
-                       kv->len + i, h / per_kv, kv, k_new, v_new, scale, lg, tmp);
+    const int D = kv->head_dim, per_kv = n_heads / kv->n_kv_heads, T = kv->len + n_q;
+    float *lg = scratch, *tmp = lg + T, *kf = tmp + D, *vf = kf + (size_t)T * D;
+    for (int g = 0; g < kv->n_kv_heads; g++) {
+        stage_rows(kf, kv->k_win, kv->k_bits, kv->k_cap, kv->kq, kv, k_new, n_q, g);
+        stage_rows(vf, kv->v_win, kv->v_bits, kv->v_cap, kv->vq, kv, v_new, n_q, g);
+        for (int i = 0; i < n_q; i++)
+            for (int h = g * per_kv; h < (g + 1) * per_kv; h++)
+                attend_row(out + ((size_t)i * n_heads + h) * D, q + ((size_t)i * n_heads + h) * D,
+                           kv->len + i, g, kv, kf, vf, scale, lg, tmp);
+    }
 }

@@ -103,7 +103,8 @@ static inline float kvq_win_load(const void *win, int bits, size_t i) {
  * the new tokens. q, out: [n_q][n_heads][head_dim]. Quantized keys are scored through the
  * identity q.k* = sum_c q_c*zero_c + sum_c (q_c*scale_c)*code_c, quantized values through
  * o_c = sum_t a_t*zero_t + sum_t (a_t*scale_t)*code_tc; softmax in fp32 over the whole row.
- * scratch: at least len + n_q + head_dim floats. */
+ * scratch: kvattn_scratch_floats(len + n_q, head_dim) floats. */
+size_t kvattn_scratch_floats(int ctx, int head_dim);
 void kvattn_ref(float *out, const float *q, int n_q, int n_heads, const kvq_view *kv,
                 const float *k_new, const float *v_new, float scale, float *scratch);
 

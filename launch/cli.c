@@ -34,6 +34,29 @@ static const opt_def OPTS[] = {
     {"file", 0, OPT_STR, S(file), "FILE", NULL, "file whose text to encode (UTF-8)"},
     {"decode", 0, OPT_FLAG, S(decode), NULL, NULL, "decode --ids / --ids-file to text instead of encoding"},
     {"add-special", 0, OPT_FLAG, S(add_special), NULL, NULL, "add the special tokens the tokenizer adds (e.g. BOS)"},
+    {"text-file", 0, OPT_STR, S(text_file), "FILE", NULL, "text to score, tokenized with the model's tokenizer.json (BOS added as the tokenizer does)"},
+    {"prefix", 0, OPT_INT, S(prefix), "N", "0", "tokens of each window prefilled exactly; every later token goes through the decode path"},
+    {"window", 0, OPT_INT, S(window), "N", "0", "tokens per scored window, each from a fresh cache (0 = --ctx, else the model's max_position_embeddings)"},
+    {"diag", 0, OPT_FLAG, S(diag), NULL, NULL, "per-layer attention-output error with only K vs only V quantized (1/2/4 bits), as a table and CSV"},
+    {"csv", 0, OPT_STR, S(csv), "FILE", "kv-diag.csv", "where --diag writes its CSV"},
+    {"search-kv", 0, OPT_FLAG, S(search_kv), NULL, NULL, "choose per-layer K/V widths minimizing the measured error under --budget; prints the --kv list"},
+    {"budget", 0, OPT_FLOAT, S(budget), "BITS", "1.5", "--search-kv: average code bits per K/V value (1..4)"},
+    {"passkey", 0, OPT_FLAG, S(passkey), NULL, NULL, "passkey retrieval accuracy (prompts in the format of models/asymkv-ref/README.md)"},
+    {"passkey-lengths", 0, OPT_STR, S(passkey_lengths), "LIST", "1024,2048", "prompt lengths in tokens (incl. 8 generated)"},
+    {"passkey-depths", 0, OPT_STR, S(passkey_depths), "LIST", "0,0.25,0.5,0.75,1", "where the key sits in the filler (0 = start, 1 = end)"},
+    {"passkey-trials", 0, OPT_INT, S(passkey_trials), "N", "4", "prompts per (length, depth)"},
+    {"filler", 0, OPT_STR, S(filler), "FILE", NULL, "passkey filler text (default: MODEL/heldout.txt)"},
+    {"seed", 0, OPT_INT, S(seed), "N", "1234", "random seed (sampling, passkey prompts)"},
+    {"prompt", 'p', OPT_STR, S(prompt), "TEXT", NULL, "prompt text (tokenized with the model's tokenizer.json)"},
+    {"prompt-file", 0, OPT_STR, S(prompt_file), "FILE", NULL, "prompt text from a file"},
+    {"temp", 0, OPT_FLOAT, S(temp), "T", "0", "sampling temperature (0 = greedy)"},
+    {"top-k", 0, OPT_INT, S(top_k), "K", "0", "keep the K most likely tokens (0 = all)"},
+    {"top-p", 0, OPT_FLOAT, S(top_p), "P", "1", "nucleus sampling: smallest set with probability >= P"},
+    {"min-p", 0, OPT_FLOAT, S(min_p), "P", "0", "drop tokens below P x the top probability"},
+    {"repetition-penalty", 0, OPT_FLOAT, S(repetition_penalty), "R", "1", "divide positive (multiply negative) logits of seen tokens by R"},
+    {"stop", 0, OPT_STR, S(stop), "TEXT", NULL, "stop when the generated text contains TEXT"},
+    {"input", 'i', OPT_STR, S(input), "IN.jsonl", NULL, "batch: one JSON object per line (id, prompt, max_tokens, temperature, top_p, seed, stop)"},
+    {"output", 0, OPT_STR, S(output), "OUT.jsonl", NULL, "batch: results, one JSON object per input line"},
     {"quiet", 'q', OPT_FLAG, S(quiet), NULL, NULL, "do not print the settings table and timings"},
     {"help", 'h', OPT_FLAG, S(help), NULL, NULL, "show this help"},
 };
@@ -57,6 +80,13 @@ static akv_status set_value(const opt_def *d, const char *v, cli_settings *s, ak
     }
     char *end;
     errno = 0;
+    if (d->type == OPT_FLOAT) {
+        double f = strtod(v, &end);
+        if (errno || end == v || *end || f != f)
+            return akv_fail(err, AKV_EINPUT, "--%s expects a number, got \"%s\"", d->name, v);
+        *(double *)(base + d->offset) = f;
+        return AKV_OK;
+    }
     long x = strtol(v, &end, 10);
     if (errno || end == v || *end || x < INT_MIN || x > INT_MAX)
         return akv_fail(err, AKV_EINPUT, "--%s expects an integer, got \"%s\"", d->name, v);
@@ -138,8 +168,12 @@ void cli_print_settings(FILE *f, const cmd_def *cmd, const cli_settings *s) {
             const char *v = *(const char *const *)(base + d->offset);
             if (v && strlen(v) > 60) fprintf(f, "  %-16s %.57s...\n", d->name, v);
             else fprintf(f, "  %-16s %s\n", d->name, v ? v : "-");
-        } else {
+        } else if (d->type == OPT_FLOAT) {
+            fprintf(f, "  %-16s %g\n", d->name, *(const double *)(base + d->offset));
+        } else if (d->type == OPT_INT) {
             fprintf(f, "  %-16s %d\n", d->name, *(const int *)(base + d->offset));
+        } else if (*(const int *)(base + d->offset)) {
+            fprintf(f, "  %-16s on\n", d->name);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 #include "common.h"
 
-typedef enum opt_type { OPT_STR, OPT_INT, OPT_FLAG } opt_type;
+typedef enum opt_type { OPT_STR, OPT_INT, OPT_FLAG, OPT_FLOAT } opt_type;
 
 /* Every setting of every command. Unset strings are NULL; ints carry their defaults. */
 typedef struct cli_settings {
@@ -35,6 +35,27 @@ typedef struct cli_settings {
     const char *file;            /* file of text to tokenize */
     int decode;                  /* tokenize: ids -> text */
     int add_special;             /* tokenize: add the post-processor's special tokens */
+    const char *text_file;       /* eval: text to score (tokenized with the model's tokenizer) */
+    int prefix;                  /* eval: tokens of each window prefilled; the rest decoded */
+    int window;                  /* eval: tokens per scored window (0 = --ctx or the model's max) */
+    int diag;                    /* eval: per-layer K-only vs V-only attention error */
+    const char *csv;             /* eval --diag: CSV output path */
+    int search_kv;               /* eval: pick per-layer widths under --budget */
+    double budget;               /* eval --search-kv: average code bits per K/V value */
+    int passkey;                 /* eval: passkey retrieval */
+    const char *passkey_lengths; /* "1024,2048" */
+    const char *passkey_depths;  /* "0,0.25,0.5,0.75,1" */
+    int passkey_trials;          /* per (length, depth) */
+    const char *filler;          /* passkey filler text (default MODEL/heldout.txt) */
+    int seed;                    /* sampling / passkey seed */
+    const char *prompt;          /* generate: prompt text */
+    const char *prompt_file;     /* generate: prompt text from a file */
+    double temp;                 /* sampling temperature (0 = greedy) */
+    int top_k;
+    double top_p, min_p, repetition_penalty;
+    const char *stop;            /* generate: stop string */
+    const char *input;           /* batch: JSONL in */
+    const char *output;          /* batch: JSONL out */
     int quiet;
     int help;
     const struct cmd_def *cmd; /* the command being run (set by main) */

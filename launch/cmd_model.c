@@ -11,7 +11,7 @@
 #include "io.h"
 #include "ranks.h"
 
-static akv_status check_common(const cli_settings *s, akv_err *err) {
+akv_status check_common(const cli_settings *s, akv_err *err) {
     if (!s->model) return akv_fail(err, AKV_EINPUT, "--model DIR is required");
     if (strcmp(s->backend, "auto") && strcmp(s->backend, "cpu") && strcmp(s->backend, "cuda"))
         return akv_fail(err, AKV_EINPUT, "--backend must be auto, cpu or cuda, not \"%s\"",
@@ -24,11 +24,8 @@ static akv_status check_common(const cli_settings *s, akv_err *err) {
     return AKV_OK;
 }
 
-/* Opens the model for prompts of at most max_T ids plus n_new tokens (collective, agreed);
- * res gets the settings with defaults resolved. The caller prints them (ranks_print_settings)
- * only once everything is known good, so a bad input stays a one-line error. */
-static akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, int n_new,
-                              engine_t **e, cli_settings *res, akv_err *err) {
+akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, int n_new,
+                       engine_t **e, cli_settings *res, akv_err *err) {
     akv_status st = AKV_OK;
     if (s->ctx && p->max_T + n_new > s->ctx)
         st = akv_fail(err, AKV_EINPUT, "prompt of %d tokens + %d new tokens exceeds --ctx %d "
@@ -39,7 +36,7 @@ static akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts
     res->ctx = s->ctx ? s->ctx : p->max_T + n_new;
     if ((st = ranks_layers(r, s, res->ctx, err))) return st;
     engine_opts o = {s->model, res->ctx, s->batch, s->prefill_chunk, s->micro_batches, r->layers,
-                     r->comm, &r->kv};
+                     r->comm, &r->kv, s->diag || s->search_kv};
     if ((st = engine_open(e, &o, err))) return st;
     res->micro_batches = engine_micro_batches(*e);
     return engine_check(*e, p->seqs, p->P, n_new, err);

@@ -47,5 +47,22 @@ static const cmd_def CMD_TOKENIZE = {
     "asymkv tokenize --tokenizer tests/data/tokenizers/bytelevel-llama3 --text \"Hello world\"",
     TOKENIZE_OPTS, cmd_tokenize};
 
-const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_LOGITS, &CMD_PLAN, &CMD_TOKENIZE, NULL};
+static const char *const EVAL_OPTS[] = {"model", "ids-file", "text-file", "tokenizer", "prefix",
+                                        "window", "diag", "csv", "search-kv", "budget",
+                                        "passkey", "passkey-lengths", "passkey-depths",
+                                        "passkey-trials", "filler", "seed", "ctx", "batch",
+                                        "prefill-chunk", "micro-batches", "layers-per-rank",
+                                        "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
+                                        "kv-residual", "backend", "quiet", "help", NULL};
+
+static const cmd_def CMD_EVAL = {
+    "eval", "perplexity under a --kv config, the per-layer K-vs-V diagnostic, --search-kv, passkey retrieval",
+    "--model DIR (--text-file F | --ids-file F) [--kv CONFIG] [--prefix N] [--window N] "
+    "[--diag] [--search-kv --budget B]\n       asymkv eval --model DIR --passkey "
+    "[--passkey-lengths 1024,2048] [--kv CONFIG]",
+    "asymkv eval --model models/default --text-file models/default/heldout.txt --kv asymkv:4/0 "
+    "--prefix 512 --diag", EVAL_OPTS, cmd_eval};
+
+const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_LOGITS, &CMD_EVAL, &CMD_PLAN,
+                                       &CMD_TOKENIZE, NULL};
 

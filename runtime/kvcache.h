@@ -50,7 +50,8 @@ void kvcache_reset(kvcache *kv, int seq);
 
 /* Attention of n new tokens (queries q [n][n_heads][head_dim], keys/values k_new/v_new
  * [n][n_kv_heads * head_dim], fp16-rounded by the caller) over the stored positions and the
- * new tokens, causally. out: [n][n_heads][head_dim]; scratch: ctx + head_dim floats. */
+ * new tokens, causally. out: [n][n_heads][head_dim]; scratch: kvattn_scratch_floats(ctx,
+ * head_dim) floats. */
 void kvcache_attend(const kvcache *kv, int layer, int seq, int n, int n_heads, const float *q,
                     const float *k_new, const float *v_new, float *out, float scale,
                     float *scratch);

@@ -29,7 +29,7 @@ void kvdiag_free(kvdiag *d); /* NULL-safe */
 
 /* For one run of n tokens of a sequence: when measure is set, attends with every shadow cache
  * and accumulates the errors against the fp16 shadow's output; then appends k/v (fp16-rounded)
- * to every shadow cache. scratch: ctx + head_dim floats; tmp: 2 * n * n_heads * head_dim. */
+ * to every shadow cache. scratch: kvattn_scratch_floats(ctx, head_dim) floats; tmp: 2 * n * n_heads * head_dim. */
 akv_status kvdiag_observe(kvdiag *d, int layer, int seq, int n, int n_heads, const float *q,
                           const float *k, const float *v, float scale, int measure,
                           float *scratch, float *tmp, akv_err *err);

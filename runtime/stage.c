@@ -14,7 +14,8 @@ struct stage {
     stage_opts o;
     kvcache *kv;
     float *inv_freq;            /* [head_dim / 2] */
-    float *xn, *q, *k, *v, *att, *tmp, *gate, *up, *scores;
+    float *xn, *q, *k, *v, *att, *tmp, *gate, *up;
+    float *scores;              /* attention scratch: kvattn_scratch_floats(ctx, head_dim) */
     int32_t *pos;               /* [max_tokens] */
     int *seq_len;               /* [n_seq] positions stored per sequence */
     kvdiag *diag;               /* NULL unless opts.diag */
@@ -47,7 +48,7 @@ akv_status stage_init(stage_t **out, const model_config *c, const stage_weights 
     s->tmp = malloc(T * H * sizeof(float));
     s->gate = malloc(T * I * sizeof(float));
     s->up = malloc(T * I * sizeof(float));
-    s->scores = malloc(((size_t)o->ctx + (size_t)c->head_dim) * sizeof(float));
+    s->scores = malloc(kvattn_scratch_floats(o->ctx, c->head_dim) * sizeof(float));
     s->pos = malloc(T * sizeof(int32_t));
     s->seq_len = calloc((size_t)o->n_seq, sizeof(int));
     if (!s->inv_freq || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->tmp || !s->gate ||
@@ -58,6 +59,7 @@ akv_status stage_init(stage_t **out, const model_config *c, const stage_weights 
     if (o->diag) {
         st = kvdiag_init(&s->diag, &ks, err);
         if (st) goto fail;
+        s->diag_measure = 1;
         s->diag_tmp = malloc(2 * T * QD * sizeof(float));
         if (!s->diag_tmp) {
             st = akv_fail(err, AKV_ERUNTIME, "out of host memory for diagnostics");
@@ -144,7 +146,8 @@ static akv_status attention_block(stage_t *s, int l, int n, const int32_t *seq, 
         akv_status st = kvcache_append(s->kv, l, seq[i], j - i, k, v, err);
         if (!st && s->diag)
             st = kvdiag_observe(s->diag, l, seq[i], j - i, c->n_heads, s->q + (size_t)i * QD, k,
-                                v, scale, s->diag_measure, s->scores, s->diag_tmp, err);
+                                v, scale, s->diag_measure && j - i == 1, s->scores,
+                                s->diag_tmp, err); /* measured on decode steps */
         if (st) return st;
         i = j;
     }

@@ -48,8 +48,9 @@ void stage_seq_reset(stage_t *s, int seq);
 
 const kvcache *stage_kvcache(const stage_t *s);
 
-/* With opts.diag: whether later forward calls add to the K-vs-V error measurements (the
- * shadow caches are fed either way), and the per-layer results (local layer index). */
+/* With opts.diag: whether later forward calls add to the K-vs-V error measurements (on by
+ * default; only decode steps — runs of one token — are measured, the shadow caches are fed
+ * either way), and the per-layer results (local layer index). */
 void stage_diag_measure(stage_t *s, int on);
 const kvdiag *stage_diag(const stage_t *s);
 

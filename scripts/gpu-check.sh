@@ -5,12 +5,13 @@
 # compute-sanitizer memcheck (long-context cases skipped there), writes every log into $OUT (or
 # build-gpu/check-logs) as it goes, and always ends with a PASS/FAIL table. Exit 0 only if no
 # step failed. A canary (a planted overflow in a forked child) first proves that memcheck sees
-# Criterion's forked test processes. Needs the .debs folder (../shared/tools/gpu-machine-debs.sh
+# Criterion's forked test processes. Last, the decode-attention benchmark (tests/bench_decode_attn
+# and tools/bench_torch.py, CSV in $LOGS/bench_decode_attn.csv) and its table. Needs the .debs folder (../shared/tools/gpu-machine-debs.sh
 # .debs) carried along; from the lead's machine: run tool, command scripts/gpu-check.sh,
 # carry [".debs"], timeout 600.
 #   scripts/gpu-check.sh                    all steps
-#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu memcheck (setup and build
-#                                           always run)
+#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu memcheck bench (setup and
+#                                           build always run)
 #   GPU_CHECK_BUDGET=540                    seconds before remaining steps are skipped (default 540,
 #                                           so the table prints inside a 600 s command limit)
 set -uo pipefail
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 SECONDS=0
 BUDGET=${GPU_CHECK_BUDGET:-540}
-WANT=" ${GPU_CHECK_STEPS:-cpu gpu memcheck} "
+WANT=" ${GPU_CHECK_STEPS:-cpu gpu memcheck bench} "
 BUILD=build-gpu
 LOGS=${OUT:-$BUILD/check-logs}
 mkdir -p "$LOGS"
@@ -104,7 +105,38 @@ memcheck() {
   ! grep -E "ERROR SUMMARY: [1-9]" "$LOGS/memcheck.log"
 }
 
-export -f unpack_deps memcheck memcheck_canary
+# shellcheck disable=SC2317
+memcheck_kvattn() {
+  ASYMKV_GPU_QUICK=1 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
+    --print-limit 20 "$BUILD/tests/gpu_kvattn" -j1 --verbose || return $?
+  ! grep -E "ERROR SUMMARY: [1-9]" "$LOGS/memcheck-kvattn.log"
+}
+
+# shellcheck disable=SC2317
+bench() {
+  OUT="$LOGS" "$BUILD/tests/bench_decode_attn" || return $?
+  OUT="$LOGS" python3 tools/bench_torch.py
+}
+
+# The benchmark table: kernel, shape, us, GB/s, % of copy bandwidth, speed-up over SDPA.
+bench_table() {
+  python3 - "$LOGS/bench_decode_attn.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+sdpa = {r["shape"]: float(r["us"]) for r in rows if r["kernel"].startswith("sdpa")}
+print(f"  {'kernel':<24}{'shape':<11}{'us':>9}{'GB/s':>8}{'% copy':>8}{'x SDPA':>8}")
+for r in rows:
+    if r["kernel"] == "copy":
+        print(f"  copy bandwidth {float(r['GBps']):.0f} GB/s")
+        continue
+    us = float(r["us"]); x = sdpa.get(r["shape"])
+    xs = f"{x / us:.2f}" if x else "-"
+    print(f"  {r['kernel']:<24}{r['shape']:<11}{us:9.1f}{float(r['GBps']):8.0f}"
+          f"{100 * float(r['frac_copy']):7.1f}%{xs:>8}")
+PY
+}
+
+export -f unpack_deps memcheck memcheck_canary memcheck_kvattn bench
 export BUILD LOGS
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
@@ -135,6 +167,7 @@ if [[ $WANT == *" memcheck "* ]]; then
   if [ "$built_gpu" -eq 0 ] && command -v compute-sanitizer >/dev/null; then
     step memcheck-canary canary.log 120 memcheck_canary
     step memcheck memcheck.log 300 memcheck
+    [ -x "$BUILD/tests/gpu_kvattn" ] && step memcheck-kvattn memcheck-kvattn.log 150 memcheck_kvattn
   else record memcheck SKIP 0 "no binary or no compute-sanitizer"; fi
 fi
 if [[ $WANT == *" cpu "* ]]; then
@@ -142,6 +175,12 @@ if [[ $WANT == *" cpu "* ]]; then
     step cpu-tests cpu-tests.log 300 ctest --test-dir "$BUILD" -LE gpu --output-on-failure \
       -j"$(nproc)" --timeout 300
   else record cpu-tests SKIP 0 "not configured"; fi
+fi
+if [[ $WANT == *" bench "* ]]; then
+  if [ -x "$BUILD/tests/bench_decode_attn" ]; then
+    rm -f "$LOGS/bench_decode_attn.csv"
+    step bench bench.log 240 bench
+  else record bench SKIP 0 "not built"; fi
 fi
 
 # ---- the table (always) ----
@@ -159,6 +198,14 @@ fi
     | sed 's/^/  canary (must be >0): /' | head -n 3
   [ -f "$LOGS/memcheck.log" ] && grep -E "ERROR SUMMARY|Synthesis" "$LOGS/memcheck.log" \
     | sort | uniq -c | sed 's/^/  /' | head -n 10
+  [ -f "$LOGS/memcheck-kvattn.log" ] && grep -E "ERROR SUMMARY|Synthesis" \
+    "$LOGS/memcheck-kvattn.log" | sort | uniq -c | sed 's/^/  kvattn /' | head -n 10
+  if [ -f "$LOGS/gpu-tests.log" ]; then
+    grep -E "^kvattn .*FAIL|^kvquant .*[1-9][0-9]* (bytes|units) differ" "$LOGS/gpu-tests.log" \
+      | sed 's/^/  /' | head -n 20
+    grep -cE "^kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
+  fi
+  [ -f "$LOGS/bench_decode_attn.csv" ] && bench_table
   printf '%-16s %-5s %7s  %s\n' step state seconds note
   for i in "${!names[@]}"; do
     printf '%-16s %-5s %7s  %s\n' "${names[$i]}" "${states[$i]}" "${secs[$i]}" "${notes[$i]}"

@@ -141,7 +141,7 @@ static void check_fused(int kb, int vb, int H, int n_heads, int D, int len, int 
     const int T = len + n_new, row = H * D;
     float *kd = malloc(sizeof(float) * T * row), *vd = malloc(sizeof(float) * T * row);
     float *q = malloc(sizeof(float) * n_new * n_heads * D), *o1 = malloc(sizeof(float) * n_new * n_heads * D);
-    float *o2 = malloc(sizeof(float) * n_new * n_heads * D), *scratch = malloc(sizeof(float) * (T + D + 8));
+    float *o2 = malloc(sizeof(float) * n_new * n_heads * D), *scratch = malloc(sizeof(float) * kvattn_scratch_floats(T, D));
     kvq_view_dequantize(&view, kd, vd);
     for (int i = 0; i < n_new * row; i++) {
         kd[len * row + i] = akv_f16_to_f32(akv_f32_to_f16((float)gauss(seed)));

@@ -1,0 +1,628 @@
+/* gpu_kvattn.c — the compressed-cache kernels (kernels/kvattn.cu, kernels/kvquant.cu) against
+ * their twins: caches are built on the host by runtime/kvcache (kvcache_init / append / view) from
+ * seeded random fp16 data with outlier key channels, copied to the device with every byte the
+ * view does not own poisoned (0xff: NaN scales and windows), and
+ *  - kvattn_cuda (each impl) is compared with kvattn_ref (through kvcache_attend), every width
+ *    pair 16/4/2/1 x 16/4/2/1, G 32 and 64, GQA 1/4/8, head_dim 64 and 128, lengths around
+ *    multiples of G and R, plus 40000-token Llama-3-8B-shaped rows;
+ *  - kvq_append_cuda is stepped beside kvcache_append and the units and windows must match
+ *    byte for byte; kvq_flush_cuda against kvq_quantize_group on the same window data.
+ * Tolerance (attention): both sides are fp32 (the MMA kernel keeps fp32-level accuracy through
+ * exact codes and hi+lo fp16 operand halves), so only the summation order and the formula
+ * (code * scale + zero vs beta + sum w * code) differ: each output may differ by 1e-4 x (|want| +
+ * the rms of its row), and the whole batch by 3e-5 in relative L2 norm. NaN never passes.
+ * Without a usable CUDA device every test is skipped. ASYMKV_GPU_QUICK=1 skips the long rows.
+ * Run on the GPU machine:  ./build-gpu/tests/gpu_kvattn [--filter kvattn/matches_twin] */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "cuda_check.h"
+#include "kernels_cuda.h"
+#include "kvcache.h"
+#include "kvconfig.h"
+#include "kvquant.h"
+
+/* ---- device, buffers, random data ---- */
+
+static const char *gpu_missing(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    return n > 0 ? NULL : "cudaGetDeviceCount found 0 devices";
+}
+
+#define REQUIRE_GPU()                                                                              \
+    do {                                                                                           \
+        const char *why_ = gpu_missing();                                                          \
+        if (why_) cr_skip_test("no usable CUDA device: %s", why_);                                 \
+    } while (0)
+
+static int quick_mode(void) {
+    const char *s = getenv("ASYMKV_GPU_QUICK");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+static cudaStream_t new_stream(void) {
+    cudaStream_t s;
+    CUDA_CHECK_EXIT(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+}
+
+static void *dev_poisoned(size_t bytes, cudaStream_t s) {
+    void *p = NULL;
+    CUDA_CHECK_EXIT(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_CHECK_EXIT(cudaMemsetAsync(p, 0xff, bytes ? bytes : 1, s));
+    return p;
+}
+
+static void *dev_upload(const void *host, size_t bytes, cudaStream_t s) {
+    void *p = dev_poisoned(bytes, s);
+    CUDA_CHECK_EXIT(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
+    return p;
+}
+
+static void dev_download(void *host, const void *dev, size_t bytes, cudaStream_t s) {
+    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
+    CUDA_CHECK_EXIT(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
+}
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    cr_assert(p, "out of host memory (%zu bytes)", bytes);
+    return p;
+}
+
+static uint32_t rng_next(uint32_t *s) { /* xorshift32 */
+    uint32_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+static float rng_uniform(uint32_t *s, float lo, float hi) {
+    return lo + (hi - lo) * (float)((rng_next(s) >> 8) * (1.0 / 16777216.0));
+}
+
+/* Per-channel key statistics: most channels ~U(-1, 1) around a small offset, one in 16 an
+ * outlier channel (offset up to +-6, spread x4), as KIVI observes in real keys. */
+typedef struct chan_stats {
+    float *k_mu, *k_sd, *v_sd; /* [n_kv * D] */
+} chan_stats;
+
+static chan_stats make_stats(int row, uint32_t *seed) {
+    chan_stats st = {xmalloc((size_t)row * 4), xmalloc((size_t)row * 4), xmalloc((size_t)row * 4)};
+    for (int i = 0; i < row; i++) {
+        const int outlier = rng_next(seed) % 16 == 0;
+        st.k_mu[i] = rng_uniform(seed, -0.5f, 0.5f) + (outlier ? rng_uniform(seed, -6.0f, 6.0f) : 0);
+        st.k_sd[i] = outlier ? 4.0f : 1.0f;
+        st.v_sd[i] = rng_next(seed) % 32 == 0 ? 3.0f : 1.0f;
+    }
+    return st;
+}
+
+static void free_stats(chan_stats *st) {
+    free(st->k_mu), free(st->k_sd), free(st->v_sd);
+}
+
+/* n rows of keys and values, fp16-rounded (what the cache stores and kvattn_ref expects). */
+static void make_rows(float *k, float *v, int n, int row, const chan_stats *st, uint32_t *seed) {
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < row; i++) {
+            k[(size_t)t * row + i] = st->k_mu[i] + st->k_sd[i] * rng_uniform(seed, -1.0f, 1.0f);
+            v[(size_t)t * row + i] = st->v_sd[i] * rng_uniform(seed, -1.0f, 1.0f);
+        }
+    kvq_round_f16(k, (size_t)n * row);
+    kvq_round_f16(v, (size_t)n * row);
+}
+
+/* ---- a host cache and its device copy ---- */
+
+typedef struct cache_spec {
+    int kb, vb, G, R, D, n_kv;
+} cache_spec;
+
+typedef struct dev_cache {
+    kvcache *kv;
+    int n_seq, ctx, row;
+    uint8_t **dmem;      /* [n_seq] device copies of each sequence's regions */
+    size_t *bytes;       /* [n_seq] */
+    kvq_seq_dev *seqs;   /* [n_seq] host array with device pointers and the counts */
+    kvq_seq_dev *d_seqs; /* the same on the device */
+} dev_cache;
+
+static kvcache *host_cache(const cache_spec *cs, int n_seq, int ctx, kv_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->n_layers = 1, cfg->k_bits[0] = (uint8_t)cs->kb, cfg->v_bits[0] = (uint8_t)cs->vb;
+    cfg->group = cs->G, cfg->residual = cs->R;
+    const kvcache_shape shape = {1, 0, n_seq, ctx, cs->n_kv, cs->D, cfg};
+    kvcache *kv = NULL;
+    akv_err err = {0};
+    cr_assert_eq(kvcache_init(&kv, &shape, &err), AKV_OK, "%s", err.msg);
+    return kv;
+}
+
+/* Bytes of a sequence's regions [k_quant .. end of v_win) in a view. */
+static size_t view_bytes(const kvq_view *w) {
+    const size_t row = (size_t)w->n_kv_heads * w->head_dim;
+    return (size_t)((const uint8_t *)w->v_win - w->k_quant) + (size_t)w->v_cap * row * 2;
+}
+
+/* Calls fn(offset, bytes) for every byte range of the regions the view owns (offsets from
+ * k_quant): the quantized blocks / tokens below kq / vq and the window slots of [kq|vq, len). */
+typedef void (*range_fn)(size_t off, size_t n, const uint8_t *src, uint8_t *dst);
+
+static void for_owned(const kvq_view *w, range_fn fn, uint8_t *dst) {
+    const size_t row = (size_t)w->n_kv_heads * w->head_dim;
+    const uint8_t *base = w->k_quant;
+    const int G = w->group;
+    if (w->k_bits <= 4) fn(0, (size_t)w->kq / G * row * kvq_group_bytes(w->k_bits, G), base, dst);
+    if (w->v_bits <= 4)
+        fn((size_t)(w->v_quant - base), (size_t)w->vq * (row / G) * kvq_group_bytes(w->v_bits, G),
+           base, dst);
+    const size_t koff = (size_t)((const uint8_t *)w->k_win - base);
+    const size_t voff = (size_t)((const uint8_t *)w->v_win - base);
+    for (int p = w->kq; p < w->len; p++) fn(koff + (size_t)(p % w->k_cap) * row * 2, row * 2, base, dst);
+    for (int p = w->vq; p < w->len; p++) fn(voff + (size_t)(p % w->v_cap) * row * 2, row * 2, base, dst);
+}
+
+static void copy_range(size_t off, size_t n, const uint8_t *src, uint8_t *dst) {
+    memcpy(dst + off, src + off, n);
+}
+
+static void mark_range(size_t off, size_t n, const uint8_t *src, uint8_t *dst) {
+    (void)src;
+    memset(dst + off, 1, n);
+}
+
+/* Copies the view's regions with every byte the view does not own set to 0xff. */
+static uint8_t *poisoned_copy(const kvq_view *w) {
+    const size_t bytes = view_bytes(w);
+    uint8_t *h = xmalloc(bytes);
+    memset(h, 0xff, bytes);
+    for_owned(w, copy_range, h);
+    return h;
+}
+
+/* Device pointers of a view copied to dmem. */
+static kvq_seq_dev seq_dev(const kvq_view *w, uint8_t *dmem) {
+    const uint8_t *base = w->k_quant;
+    kvq_seq_dev s = {dmem, dmem + (w->v_quant - base),
+                     (uint16_t *)(dmem + ((const uint8_t *)w->k_win - base)),
+                     (uint16_t *)(dmem + ((const uint8_t *)w->v_win - base)), w->len, w->kq, w->vq,
+                     w->k_cap, w->v_cap, 0};
+    return s;
+}
+
+static void upload_cache(dev_cache *dc, cudaStream_t s) {
+    for (int q = 0; q < dc->n_seq; q++) {
+        kvq_view w;
+        kvcache_view(dc->kv, 0, q, &w);
+        uint8_t *h = poisoned_copy(&w);
+        dc->bytes[q] = view_bytes(&w);
+        if (!dc->dmem[q]) dc->dmem[q] = dev_poisoned(dc->bytes[q], s);
+        CUDA_CHECK_EXIT(cudaMemcpyAsync(dc->dmem[q], h, dc->bytes[q], cudaMemcpyHostToDevice, s));
+        CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
+        free(h);
+        dc->seqs[q] = seq_dev(&w, dc->dmem[q]);
+    }
+    CUDA_CHECK_EXIT(cudaMemcpyAsync(dc->d_seqs, dc->seqs, sizeof(kvq_seq_dev) * dc->n_seq,
+                                    cudaMemcpyHostToDevice, s));
+    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
+}
+
+/* A cache of n_seq sequences filled to lens[] with random rows; also uploaded. */
+static dev_cache build_cache(const cache_spec *cs, const int *lens, int n_seq, int ctx,
+                             kv_config *cfg, const chan_stats *st, uint32_t *seed,
+                             cudaStream_t s) {
+    dev_cache dc = {host_cache(cs, n_seq, ctx, cfg), n_seq, ctx, cs->n_kv * cs->D,
+                    calloc((size_t)n_seq, sizeof(uint8_t *)), xmalloc(sizeof(size_t) * n_seq),
+                    xmalloc(sizeof(kvq_seq_dev) * n_seq), NULL};
+    dc.d_seqs = dev_poisoned(sizeof(kvq_seq_dev) * n_seq, s);
+    akv_err err = {0};
+    for (int q = 0; q < n_seq; q++) {
+        float *k = xmalloc((size_t)lens[q] * dc.row * 4), *v = xmalloc((size_t)lens[q] * dc.row * 4);
+        make_rows(k, v, lens[q], dc.row, st, seed);
+        cr_assert_eq(kvcache_append(dc.kv, 0, q, lens[q], k, v, &err), AKV_OK, "%s", err.msg);
+        free(k), free(v);
+    }
+    upload_cache(&dc, s);
+    return dc;
+}
+
+static void free_cache(dev_cache *dc) {
+    for (int q = 0; q < dc->n_seq; q++) cudaFree(dc->dmem[q]);
+    cudaFree(dc->d_seqs);
+    free(dc->dmem), free(dc->bytes), free(dc->seqs);
+    kvcache_free(dc->kv);
+}
+
+/* ---- attention against kvattn_ref ---- */
+
+#define ATOL_ROW 1e-4 /* x rms of the (sequence, head) row of the reference */
+#define RTOL 1e-4
+#define REL_L2 3e-5
+
+static const char *impl_name(int impl) {
+    return impl == KVATTN_MMA ? "mma" : impl == KVATTN_SCALAR ? "scalar" : "auto";
+}
+
+/* Runs kvattn_cuda with impl over the cache for n_heads query heads; returns 1 if it matched. */
+static int attn_check(const dev_cache *dc, const cache_spec *cs, int n_heads, int impl,
+                      uint32_t *seed, cudaStream_t s, const char *label) {
+    const int B = dc->n_seq, D = cs->D, row = dc->row;
+    const size_t qn = (size_t)B * n_heads * D;
+    float *q = xmalloc(qn * 4), *got = xmalloc(qn * 4), *want = xmalloc(qn * 4);
+    float *kn = xmalloc((size_t)B * row * 4), *vn = xmalloc((size_t)B * row * 4);
+    float *scratch = xmalloc(((size_t)dc->ctx + 1 + D) * 4);
+    chan_stats st = make_stats(row, seed);
+    make_rows(kn, vn, B, row, &st, seed);
+    free_stats(&st);
+    for (size_t i = 0; i < qn; i++) q[i] = rng_uniform(seed, -2.0f, 2.0f);
+    const float scale = 1.0f / sqrtf((float)D);
+    int max_len = 1, max_tail = 1;
+    for (int b = 0; b < B; b++) {
+        kvq_view w;
+        kvcache_view(dc->kv, 0, b, &w);
+        kvcache_attend(dc->kv, 0, b, 1, n_heads, q + (size_t)b * n_heads * D, kn + (size_t)b * row,
+                       vn + (size_t)b * row, want + (size_t)b * n_heads * D, scale, scratch);
+        max_len = w.len + 1 > max_len ? w.len + 1 : max_len;
+        const int tl = kvattn_tail_len(w.len, w.kq, w.vq, w.k_bits, w.v_bits);
+        max_tail = tl > max_tail ? tl : max_tail;
+    }
+    kvattn_args a = {.q = dev_upload(q, qn * 4, s),
+                     .k_new = dev_upload(kn, (size_t)B * row * 4, s),
+                     .v_new = dev_upload(vn, (size_t)B * row * 4, s),
+                     .seqs = dc->d_seqs,
+                     .n_batch = B,
+                     .max_len = max_len + 3,
+                     .max_tail = max_tail,
+                     .n_heads = n_heads,
+                     .n_kv_heads = cs->n_kv,
+                     .head_dim = D,
+                     .group = cs->G,
+                     .k_bits = cs->kb,
+                     .v_bits = cs->vb,
+                     .scale = scale,
+                     .impl = impl};
+    a.workspace_bytes = kvattn_workspace_bytes(&a);
+    cr_assert(a.workspace_bytes > 0, "kvattn_workspace_bytes refused %s", label);
+    a.workspace = dev_poisoned(a.workspace_bytes, s);
+    a.out = dev_poisoned(qn * 4, s);
+    CUDA_CHECK_EXIT(kvattn_cuda(&a, s));
+    dev_download(got, a.out, qn * 4, s);
+    size_t bad = 0;
+    double worst = 0.0, e2 = 0.0, r2 = 0.0;
+    for (size_t r = 0; r < (size_t)B * n_heads; r++) {
+        double rms = 0.0;
+        for (int c = 0; c < D; c++) rms += (double)want[r * D + c] * want[r * D + c];
+        rms = sqrt(rms / D);
+        for (int c = 0; c < D; c++) {
+            const size_t i = r * D + c;
+            const double d = fabs((double)got[i] - want[i]), tol = ATOL_ROW * rms + RTOL * fabs(want[i]);
+            e2 += d * d, r2 += (double)want[i] * want[i];
+            if (isfinite(d) && d > worst) worst = d;
+            if (!(d <= tol)) {
+                if (bad < 6)
+                    fprintf(stderr, "  %s %s: seq %zu head %zu ch %d: got %.9g want %.9g (tol %.3g)\n",
+                            label, impl_name(impl), r / n_heads, r % n_heads, c, got[i], want[i], tol);
+                bad++;
+            }
+        }
+    }
+    const double rl = r2 > 0 ? sqrt(e2 / r2) : sqrt(e2);
+    fprintf(stderr, "kvattn %s heads=%d impl=%s: max |diff| %.2e, rel_l2 %.2e%s\n", label, n_heads,
+            impl_name(impl), worst, rl, bad ? " FAIL" : "");
+    cudaFree(a.out), cudaFree((void *)a.q), cudaFree((void *)a.k_new), cudaFree((void *)a.v_new);
+    cudaFree(a.workspace);
+    free(q), free(got), free(want), free(kn), free(vn), free(scratch);
+    return bad == 0 && rl <= REL_L2;
+}
+
+static int impl_supported(const cache_spec *cs, int impl, int n_heads) {
+    kvattn_args a = {.n_batch = 1, .max_len = 64, .n_heads = n_heads, .n_kv_heads = cs->n_kv,
+                     .head_dim = cs->D, .group = cs->G, .k_bits = cs->kb, .v_bits = cs->vb,
+                     .impl = impl};
+    return kvattn_workspace_bytes(&a) > 0;
+}
+
+static const int WIDTHS[4] = {16, 4, 2, 1};
+
+Test(kvattn, matches_twin) {
+    REQUIRE_GPU();
+    const int lens[] = {0, 1, 31, 33, 127, 128, 129, 300, 1000};
+    const int n_seq = (int)(sizeof lens / sizeof lens[0]), gqa[3] = {1, 4, 8};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0x5eedu;
+    int failed = 0, runs = 0;
+    for (int wk = 0; wk < 4; wk++)
+        for (int wv = 0; wv < 4; wv++)
+            for (int gi = 0; gi < 2; gi++)
+                for (int di = 0; di < 2; di++) {
+                    const cache_spec cs = {WIDTHS[wk], WIDTHS[wv], 32 << gi, 128, 64 << di, 2};
+                    kv_config cfg;
+                    chan_stats st = make_stats(cs.n_kv * cs.D, &seed);
+                    dev_cache dc = build_cache(&cs, lens, n_seq, 1100, &cfg, &st, &seed, s);
+                    char label[96];
+                    snprintf(label, sizeof label, "k%d/v%d G%d D%d", cs.kb, cs.vb, cs.G, cs.D);
+                    for (int gq = 0; gq < 3; gq++)
+                        for (int impl = KVATTN_SCALAR; impl <= KVATTN_MMA; impl++) {
+                            const int H = cs.n_kv * gqa[gq];
+                            if (!impl_supported(&cs, impl, H)) continue;
+                            runs++;
+                            if (!attn_check(&dc, &cs, H, impl, &seed, s, label)) failed++;
+                        }
+                    free_stats(&st);
+                    free_cache(&dc);
+                }
+    cr_expect_eq(failed, 0, "%d of %d kvattn runs differ from kvattn_ref", failed, runs);
+    cudaStreamDestroy(s);
+}
+
+Test(kvattn, residual_64_and_512) { /* other windows, Llama-3-8B heads */
+    REQUIRE_GPU();
+    const int lens[] = {63, 64, 65, 600, 1025};
+    const cache_spec specs[] = {{2, 1, 32, 64, 128, 8}, {1, 1, 32, 512, 128, 8},
+                                {4, 2, 64, 512, 128, 8}, {2, 16, 32, 64, 64, 4}};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0x64512u;
+    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++) {
+        kv_config cfg;
+        chan_stats st = make_stats(specs[c].n_kv * specs[c].D, &seed);
+        dev_cache dc = build_cache(&specs[c], lens, 5, 1100, &cfg, &st, &seed, s);
+        char label[96];
+        snprintf(label, sizeof label, "k%d/v%d G%d R%d D%d", specs[c].kb, specs[c].vb, specs[c].G,
+                 specs[c].R, specs[c].D);
+        for (int impl = KVATTN_AUTO; impl <= KVATTN_MMA; impl++)
+            if (impl_supported(&specs[c], impl, 32))
+                cr_expect(attn_check(&dc, &specs[c], 32, impl, &seed, s, label), "%s %s", label,
+                          impl_name(impl));
+        free_stats(&st);
+        free_cache(&dc);
+    }
+    cudaStreamDestroy(s);
+}
+
+Test(kvattn, long_context) {
+    REQUIRE_GPU();
+    if (quick_mode()) cr_skip_test("ASYMKV_GPU_QUICK set");
+    const int lens[2] = {40000, 39999};
+    const cache_spec specs[] = {{2, 1, 32, 128, 128, 8}, {1, 1, 32, 128, 128, 8},
+                                {16, 16, 32, 128, 128, 8}, {4, 2, 32, 512, 128, 8}};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0x40000u;
+    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++) {
+        kv_config cfg;
+        chan_stats st = make_stats(specs[c].n_kv * specs[c].D, &seed);
+        dev_cache dc = build_cache(&specs[c], lens, 2, 40001, &cfg, &st, &seed, s);
+        char label[96];
+        snprintf(label, sizeof label, "long k%d/v%d R%d", specs[c].kb, specs[c].vb, specs[c].R);
+        for (int impl = KVATTN_SCALAR; impl <= KVATTN_MMA; impl++)
+            if (impl_supported(&specs[c], impl, 32))
+                cr_expect(attn_check(&dc, &specs[c], 32, impl, &seed, s, label), "%s %s", label,
+                          impl_name(impl));
+        free_stats(&st);
+        free_cache(&dc);
+    }
+    cudaStreamDestroy(s);
+}
+
+Test(kvattn, bad_counts_give_nan) {
+    REQUIRE_GPU();
+    const cache_spec cs = {2, 1, 32, 128, 64, 2};
+    const int lens[2] = {100, 300};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0xbadu;
+    kv_config cfg;
+    chan_stats st = make_stats(cs.n_kv * cs.D, &seed);
+    dev_cache dc = build_cache(&cs, lens, 2, 400, &cfg, &st, &seed, s);
+    dc.seqs[0].kq = 16; /* not a multiple of G */
+    dc.seqs[1].len = 500; /* past max_len */
+    CUDA_CHECK_EXIT(cudaMemcpyAsync(dc.d_seqs, dc.seqs, sizeof(kvq_seq_dev) * 2,
+                                    cudaMemcpyHostToDevice, s));
+    const size_t qn = 2 * 4 * 64;
+    float q[2 * 4 * 64], got[2 * 4 * 64], kn[2 * 128] = {0};
+    for (size_t i = 0; i < qn; i++) q[i] = rng_uniform(&seed, -1.0f, 1.0f);
+    for (int impl = KVATTN_SCALAR; impl <= KVATTN_MMA; impl++) {
+        kvattn_args a = {.q = dev_upload(q, sizeof q, s), .k_new = dev_upload(kn, sizeof kn, s),
+                         .v_new = NULL, .seqs = dc.d_seqs, .n_batch = 2, .max_len = 400,
+                         .max_tail = 400, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
+                         .group = 32, .k_bits = 2, .v_bits = 1, .scale = 0.125f, .impl = impl};
+        a.v_new = a.k_new;
+        a.workspace_bytes = kvattn_workspace_bytes(&a);
+        if (!a.workspace_bytes) continue;
+        a.workspace = dev_poisoned(a.workspace_bytes, s);
+        a.out = dev_poisoned(sizeof got, s);
+        CUDA_CHECK_EXIT(cudaMemsetAsync(a.out, 0, sizeof got, s)); /* NaN must come from the kernel */
+        CUDA_CHECK_EXIT(kvattn_cuda(&a, s));
+        dev_download(got, a.out, sizeof got, s);
+        for (size_t i = 0; i < qn; i++)
+            cr_expect(isnan(got[i]), "%s out[%zu] = %g, want NaN", impl_name(impl), i, got[i]);
+        cudaFree(a.out), cudaFree((void *)a.q), cudaFree((void *)a.k_new), cudaFree(a.workspace);
+    }
+    free_stats(&st);
+    free_cache(&dc);
+    cudaStreamDestroy(s);
+}
+
+Test(kvattn, preconditions) {
+    REQUIRE_GPU();
+    cudaStream_t s = new_stream();
+    float *d = dev_poisoned(4096, s);
+    kvattn_args a = {.out = d, .q = d, .k_new = d, .v_new = d, .seqs = (const kvq_seq_dev *)d,
+                     .n_batch = 1, .max_len = 10, .n_heads = 4, .n_kv_heads = 4, .head_dim = 64,
+                     .group = 32, .k_bits = 32, .v_bits = 2, .scale = 1.0f, .workspace = d,
+                     .workspace_bytes = 4096};
+    cr_expect_eq(kvattn_cuda(&a, s), cudaErrorInvalidValue, "32-bit keys must be refused");
+    a.k_bits = 2, a.group = 48;
+    cr_expect_eq(kvattn_cuda(&a, s), cudaErrorInvalidValue, "group 48");
+    a.group = 32, a.workspace_bytes = 8;
+    cr_expect_eq(kvattn_cuda(&a, s), cudaErrorInvalidValue, "workspace too small");
+    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
+    cudaFree(d);
+    cudaStreamDestroy(s);
+}
+
+/* ---- append and flush, byte for byte ---- */
+
+/* Compares the bytes the host view owns with the device copy; returns the mismatches. */
+static size_t compare_view(const kvq_view *w, const uint8_t *dev_copy, const char *label) {
+    const size_t bytes = view_bytes(w);
+    const uint8_t *host = w->k_quant;
+    uint8_t *own = calloc(bytes, 1);
+    cr_assert(own, "out of host memory");
+    for_owned(w, mark_range, own);
+    size_t bad = 0;
+    for (size_t i = 0; i < bytes; i++)
+        if (own[i] && host[i] != dev_copy[i]) {
+            if (bad < 6)
+                fprintf(stderr, "  %s: byte %zu got 0x%02x want 0x%02x\n", label, i, dev_copy[i], host[i]);
+            bad++;
+        }
+    free(own);
+    return bad;
+}
+
+/* Steps host and device caches together; checks the device regions every `every` steps. */
+static int append_check(const cache_spec *cs, const int *lens0, int n_seq, int steps, uint32_t *seed,
+                        cudaStream_t s) {
+    kv_config cfg;
+    chan_stats st = make_stats(cs->n_kv * cs->D, seed);
+    const int ctx = 1200;
+    dev_cache dc = build_cache(cs, lens0, n_seq, ctx, &cfg, &st, seed, s);
+    const int row = dc.row;
+    float *k = xmalloc((size_t)n_seq * row * 4), *v = xmalloc((size_t)n_seq * row * 4);
+    float *d_k = dev_poisoned((size_t)n_seq * row * 4, s), *d_v = dev_poisoned((size_t)n_seq * row * 4, s);
+    kvq_append_op *ops = xmalloc(sizeof(kvq_append_op) * n_seq);
+    kvq_append_op *d_ops = dev_poisoned(sizeof(kvq_append_op) * n_seq, s);
+    akv_err err = {0};
+    size_t bad = 0;
+    int flushes = 0;
+    for (int step = 0; step < steps && !bad; step++) {
+        make_rows(k, v, n_seq, row, &st, seed);
+        int any = 0;
+        for (int q = 0; q < n_seq; q++) {
+            kvq_view w;
+            kvcache_view(dc.kv, 0, q, &w);
+            ops[q] = kvq_append_plan(w.len, w.kq, w.vq, cs->kb, cs->vb, cs->R);
+            any |= ops[q].k_flush >= 0;
+            flushes += (ops[q].k_flush >= 0) + (ops[q].v_flush >= 0);
+            cr_assert_eq(kvcache_append(dc.kv, 0, q, 1, k + (size_t)q * row, v + (size_t)q * row, &err),
+                         AKV_OK, "%s", err.msg);
+        }
+        CUDA_CHECK_EXIT(cudaMemcpyAsync(d_k, k, (size_t)n_seq * row * 4, cudaMemcpyHostToDevice, s));
+        CUDA_CHECK_EXIT(cudaMemcpyAsync(d_v, v, (size_t)n_seq * row * 4, cudaMemcpyHostToDevice, s));
+        CUDA_CHECK_EXIT(cudaMemcpyAsync(d_ops, ops, sizeof(kvq_append_op) * n_seq,
+                                        cudaMemcpyHostToDevice, s));
+        const kvq_append_args a = {dc.d_seqs, d_ops, d_k, d_v, n_seq, cs->n_kv, cs->D, cs->G,
+                                   cs->R, cs->kb, cs->vb, any};
+        CUDA_CHECK_EXIT(kvq_append_cuda(&a, s));
+        if (step % 37 == 36 || step == steps - 1) {
+            for (int q = 0; q < n_seq; q++) {
+                kvq_view w;
+                kvcache_view(dc.kv, 0, q, &w);
+                uint8_t *got = xmalloc(dc.bytes[q]);
+                dev_download(got, dc.dmem[q], dc.bytes[q], s);
+                char label[96];
+                snprintf(label, sizeof label, "append k%d/v%d G%d R%d D%d seq %d step %d", cs->kb,
+                         cs->vb, cs->G, cs->R, cs->D, q, step);
+                bad += compare_view(&w, got, label);
+                free(got);
+            }
+        }
+        CUDA_CHECK_EXIT(cudaStreamSynchronize(s)); /* k, v, ops are rewritten next step */
+    }
+    fprintf(stderr, "kvquant append k%d/v%d G%d R%d D%d: %d steps, %d flushes, %zu bytes differ\n",
+            cs->kb, cs->vb, cs->G, cs->R, cs->D, steps, flushes, bad);
+    cudaFree(d_k), cudaFree(d_v), cudaFree(d_ops);
+    free(k), free(v), free(ops);
+    free_stats(&st);
+    free_cache(&dc);
+    return bad == 0;
+}
+
+Test(kvquant_append, matches_kvcache_append) {
+    REQUIRE_GPU();
+    const int lens0[3] = {0, 100, 250};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0xa99e4du;
+    for (int wk = 0; wk < 4; wk++)
+        for (int wv = 0; wv < 4; wv++)
+            for (int gi = 0; gi < 2; gi++) {
+                const cache_spec cs = {WIDTHS[wk], WIDTHS[wv], 32 << gi, gi ? 128 : 64, gi ? 128 : 64, 2};
+                cr_expect(append_check(&cs, lens0, 3, 300, &seed, s), "append k%d/v%d G%d", cs.kb,
+                          cs.vb, cs.G);
+            }
+    cudaStreamDestroy(s);
+}
+
+Test(kvquant_flush, matches_quantize_group) {
+    REQUIRE_GPU();
+    const cache_spec specs[] = {{2, 1, 32, 128, 128, 2}, {4, 2, 64, 128, 64, 3}, {1, 4, 128, 256, 128, 1}};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0xf105u;
+    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++) {
+        const cache_spec *cs = &specs[c];
+        const int lens[2] = {cs->R - 1, 3 * cs->R + cs->R / 2}; /* windows hold un-flushed keys */
+        kv_config cfg;
+        chan_stats st = make_stats(cs->n_kv * cs->D, &seed);
+        dev_cache dc = build_cache(cs, lens, 2, 4 * cs->R, &cfg, &st, &seed, s);
+        kvq_flush_job jobs[8];
+        int n = 0;
+        for (int q = 0; q < 2; q++) {
+            kvq_view w;
+            kvcache_view(dc.kv, 0, q, &w);
+            if (w.kq + cs->G <= w.len) jobs[n++] = (kvq_flush_job){q, KVQ_JOB_KEYS, w.kq, 0};
+            jobs[n++] = (kvq_flush_job){q, KVQ_JOB_VALUE, w.len - 1, 0};
+            jobs[n++] = (kvq_flush_job){q, KVQ_JOB_VALUE, w.vq, 0};
+        }
+        kvq_flush_job *d_jobs = dev_upload(jobs, sizeof jobs, s);
+        const kvq_flush_args a = {dc.d_seqs, d_jobs, n, cs->n_kv, cs->D, cs->G, cs->kb, cs->vb};
+        CUDA_CHECK_EXIT(kvq_flush_cuda(&a, s));
+        size_t bad = 0;
+        const int row = dc.row;
+        for (int j = 0; j < n; j++) {
+            const int q = jobs[j].seq;
+            kvq_view w;
+            kvcache_view(dc.kv, 0, q, &w);
+            uint8_t *got = xmalloc(dc.bytes[q]);
+            dev_download(got, dc.dmem[q], dc.bytes[q], s);
+            float x[256];
+            uint8_t want[80];
+            if (jobs[j].kind == KVQ_JOB_KEYS) {
+                const size_t unit = kvq_group_bytes(cs->kb, cs->G);
+                for (int hc = 0; hc < row; hc++) {
+                    for (int t = 0; t < cs->G; t++)
+                        x[t] = kvq_win_load(w.k_win, 16, (size_t)((jobs[j].pos + t) % w.k_cap) * row + hc);
+                    kvq_quantize_group(want, x, 1, cs->kb, cs->G);
+                    const size_t off = ((size_t)(jobs[j].pos / cs->G) * row + hc) * unit;
+                    bad += memcmp(got + off, want, unit) != 0;
+                }
+            } else {
+                const size_t unit = kvq_group_bytes(cs->vb, cs->G), groups = (size_t)row / cs->G;
+                const size_t voff = (size_t)(w.v_quant - w.k_quant);
+                for (size_t gj = 0; gj < groups; gj++) {
+                    for (int i = 0; i < cs->G; i++)
+                        x[i] = kvq_win_load(w.v_win, 16, (size_t)(jobs[j].pos % w.v_cap) * row + gj * cs->G + i);
+                    kvq_quantize_group(want, x, 1, cs->vb, cs->G);
+                    bad += memcmp(got + voff + ((size_t)jobs[j].pos * groups + gj) * unit, want, unit) != 0;
+                }
+            }
+            free(got);
+        }
+        fprintf(stderr, "kvquant flush k%d/v%d G%d: %d jobs, %zu units differ\n", cs->kb, cs->vb, cs->G, n, bad);
+        cr_expect_eq(bad, 0, "flush jobs k%d/v%d G%d: %zu units differ", cs->kb, cs->vb, cs->G, bad);
+        cudaFree(d_jobs);
+        free_stats(&st);
+        free_cache(&dc);
+    }
+    cudaStreamDestroy(s);
+}
