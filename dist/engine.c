@@ -221,7 +221,7 @@ akv_status engine_logits(engine_t *e, const int32_t *ids, int T, float *logits, 
 
 akv_status engine_logits_ex(engine_t *e, const int32_t *ids, int T, int decode_from,
                             float *logits, akv_err *err) {
-    engine_seq q = {ids, T, NULL, 0};
+    engine_seq q = {ids, T, NULL, 0, NULL};
     akv_status s = e->rank == 0 ? check_seq(e, &q, 0, 1, 0, err) : AKV_OK;
     if (s) return s;
     sched_t sc;
@@ -283,6 +283,38 @@ static akv_status generate_root(engine_t *e, engine_seq *seqs, int P, int n_new,
     return s;
 }
 
+/* Last rank: per-sequence histories (prompt + sampled ids) for the samplers that need them. */
+static akv_status sampling_begin(engine_t *e, const engine_seq *seqs, int P, int n_new,
+                                 akv_err *err) {
+    e->gen = seqs;
+    e->gen_P = P;
+    e->gen_new = n_new;
+    if (e->rank != e->size - 1) return AKV_OK;
+    int need = 0;
+    for (int i = 0; i < P; i++) need |= seqs[i].sp != NULL;
+    if (!need) return AKV_OK;
+    e->hist = calloc((size_t)P, sizeof *e->hist);
+    e->samp_scratch = malloc(sampler_scratch_floats(e->cfg.vocab_size) * sizeof(float));
+    if (!e->hist || !e->samp_scratch) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
+    for (int i = 0; i < P; i++) {
+        if (!seqs[i].prompt) return akv_fail(err, AKV_ERUNTIME, "sampling needs the prompts on the last rank");
+        e->hist[i] = malloc((size_t)(seqs[i].T + n_new) * sizeof(int32_t));
+        if (!e->hist[i]) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
+        memcpy(e->hist[i], seqs[i].prompt, (size_t)seqs[i].T * sizeof(int32_t));
+    }
+    return AKV_OK;
+}
+
+static void sampling_end(engine_t *e) {
+    for (int i = 0; e->hist && i < e->gen_P; i++) free(e->hist[i]);
+    free(e->hist);
+    free(e->samp_scratch);
+    e->hist = NULL;
+    e->samp_scratch = NULL;
+    e->gen = NULL;
+    e->gen_P = 0;
+}
+
 akv_status engine_generate_batch(engine_t *e, engine_seq *seqs, int P, int n_new,
                                  engine_seq_fn fn, void *user, engine_stats *stats,
                                  akv_err *err) {
@@ -292,9 +324,15 @@ akv_status engine_generate_batch(engine_t *e, engine_seq *seqs, int P, int n_new
     for (int i = 0; !s && e->rank == 0 && i < P; i++) s = check_seq(e, &seqs[i], i, P, n_new, err);
     if (!s && n_new < 1) s = akv_fail(err, AKV_EINPUT, "generate needs at least one new token");
     if (s) return s;
-    if (e->rank != 0) return pipe_run(e, NULL, err);
-    gen_ctx g = {fn, user, NULL, P, 0, 0.0};
-    return generate_root(e, seqs, P, n_new, &g, stats, err);
+    if ((s = sampling_begin(e, seqs, P, n_new, err))) return s;
+    if (e->rank != 0) {
+        s = pipe_run(e, NULL, err);
+    } else {
+        gen_ctx g = {fn, user, NULL, P, 0, 0.0};
+        s = generate_root(e, seqs, P, n_new, &g, stats, err);
+    }
+    sampling_end(e);
+    return s;
 }
 
 /* Adapts the one-prompt callback to the per-sequence one. */
@@ -312,7 +350,7 @@ static int one_token(void *user, int seq, int32_t token) {
 akv_status engine_generate(engine_t *e, const int32_t *prompt, int T, int n_new, int32_t *out,
                            int *n_out, engine_token_fn fn, void *user, engine_stats *stats,
                            akv_err *err) {
-    engine_seq q = {prompt, T, out, 0};
+    engine_seq q = {prompt, T, out, 0, NULL};
     one_ctx o = {fn, user};
     akv_status s = engine_generate_batch(e, &q, 1, n_new, one_token, &o, stats, err);
     *n_out = q.n_out;

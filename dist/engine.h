@@ -20,6 +20,7 @@
 #include "config.h"
 #include "kvconfig.h"
 #include "kvdiag.h"
+#include "sampling.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,6 +79,9 @@ typedef struct engine_seq {
     int T;
     int32_t *out;          /* [n_new] generated ids, filled on rank 0 */
     int n_out;             /* ids written (rank 0; 0 elsewhere) */
+    const sampler_params *sp; /* sampling of this sequence, NULL = greedy. Used on the last
+                                 rank, which then also needs prompt (repetition penalty); the
+                                 RNG is sampler_rng(sp->seed, index of the sequence, step). */
 } engine_seq;
 
 /* Collective, agreed: every prompt is non-empty, fits --ctx with n_new tokens more, and its

@@ -27,6 +27,10 @@ struct engine {
     float *logits;       /* [max_tokens][vocab] logits of those rows (last rank) */
     int *slot_prompt;    /* [batch] prompt index in each slot (last rank, for sampling) */
     int *slot_step;      /* [batch] tokens sampled so far in each slot (last rank) */
+    const engine_seq *gen; /* generate: the sequences (last rank: their sampling params) */
+    int gen_P, gen_new;
+    int32_t **hist;      /* [gen_P] prompt + sampled ids (last rank, repetition penalty) */
+    float *samp_scratch; /* sampler_scratch_floats(vocab) (last rank) */
     float *out_logits;   /* engine_logits' [out_rows][vocab] output (last rank) */
     int out_rows;
     /* Test hooks (ASYMKV_TEST_FAIL_RANK / ASYMKV_TEST_KILL_RANK / ASYMKV_TEST_FAIL_TICK):

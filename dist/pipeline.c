@@ -34,9 +34,14 @@ static akv_status run_hooks(const engine_t *e, long t, akv_err *err) {
  * seed gives the same tokens for any number of ranks or micro-batches. The repetition
  * penalty's history is the prompt (every rank has all prompts) plus the ids sampled here. */
 static int32_t pick_token(const engine_t *e, int prompt, int step, const float *logits) {
-    (void)prompt;
-    (void)step;
-    return argmax_ref(logits, e->cfg.vocab_size);
+    const engine_seq *q = e->gen && prompt >= 0 && prompt < e->gen_P ? &e->gen[prompt] : NULL;
+    if (!q || !q->sp || !e->hist || step >= e->gen_new) return argmax_ref(logits, e->cfg.vocab_size);
+    uint64_t rng = sampler_rng(q->sp->seed, (uint64_t)prompt, (uint64_t)step);
+    int32_t *h = e->hist[prompt];
+    int32_t t = sample_token(logits, e->cfg.vocab_size, q->sp, h, q->T + step, &rng,
+                             e->samp_scratch);
+    h[q->T + step] = t;
+    return t;
 }
 
 /* Last rank: the head of the last token of each run of one sequence, then one id per run. */

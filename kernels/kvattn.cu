@@ -42,7 +42,7 @@ struct KvaParams {
     float *out, *o_part, *ml_part;     /* o_part [B][n_heads][n_parts][D], ml_part [..][2] */
     const float *q, *k_new, *v_new;
     const kvq_seq_dev *seqs;
-    int n_heads, n_kv, hchunks, D, G, k_bits, v_bits, max_len;
+    int n_batch, n_heads, n_kv, hchunks, D, G, k_bits, v_bits, max_len;
     int n_parts, n_mma_parts;          /* parts [0, n_mma_parts) come from the MMA kernel */
     int mma;                           /* 1: the scalar kernel covers only the tail */
     int sc_split;                      /* positions per scalar part (a multiple of KVA_TILE) */
@@ -319,6 +319,7 @@ extern "C" size_t kvattn_workspace_bytes(const kvattn_args *a) {
     return (size_t)a->n_batch * a->n_heads * pl.n_parts * (a->head_dim + 2) * sizeof(float);
 }
 
+#ifndef KVA_EMULATE
 extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     AKV_REQUIRE(a && a->out && a->q && a->k_new && a->v_new && a->seqs && a->workspace);
     AKV_REQUIRE(stream != nullptr); /* never the legacy default stream */
@@ -335,7 +336,7 @@ extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     P.o_part = (float *)a->workspace;
     P.ml_part = P.o_part + (size_t)a->n_batch * a->n_heads * pl.n_parts * a->head_dim;
     P.q = a->q, P.k_new = a->k_new, P.v_new = a->v_new, P.seqs = a->seqs;
-    P.n_heads = a->n_heads, P.n_kv = a->n_kv_heads, P.hchunks = pl.hchunks, P.D = a->head_dim;
+    P.n_batch = a->n_batch, P.n_heads = a->n_heads, P.n_kv = a->n_kv_heads, P.hchunks = pl.hchunks, P.D = a->head_dim;
     P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits, P.max_len = a->max_len;
     P.n_parts = pl.n_parts, P.n_mma_parts = 4 * pl.mma_blocks, P.mma = pl.impl_mma;
     P.sc_split = pl.sc_split, P.mma_tiles = pl.mma_tiles;
@@ -351,3 +352,4 @@ extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     AKV_LAUNCH_CHECK();
     return cudaSuccess;
 }
+#endif

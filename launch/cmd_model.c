@@ -10,6 +10,8 @@
 #include "engine.h"
 #include "io.h"
 #include "ranks.h"
+#include "sampling.h"
+#include "textio.h"
 
 akv_status check_common(const cli_settings *s, akv_err *err) {
     if (!s->model) return akv_fail(err, AKV_EINPUT, "--model DIR is required");
@@ -134,6 +136,45 @@ static void print_outputs(const cli_settings *s, const prompts *p, const engine_
             t->new_tokens > p->P ? (t->new_tokens - p->P) / (t->decode_s + 1e-12) : 0.0);
 }
 
+/* Rank 0's text output of a --prompt run. */
+typedef struct text_out {
+    tokenizer_t *tok;
+    text_stream ts;
+    int started;
+} text_out;
+
+static int print_text(void *user, int seq, int32_t tok) {
+    text_out *t = user;
+    (void)seq;
+    return text_stream_push(&t->ts, tok);
+}
+
+/* The sampler of this run (every rank builds it from the same flags); NULL = greedy. */
+static akv_status make_sampler(const cli_settings *s, sampler_params *sp, int *use, akv_err *err) {
+    *sp = sampler_params_default();
+    sp->temperature = (float)s->temp;
+    sp->top_k = s->top_k;
+    sp->top_p = (float)s->top_p;
+    sp->min_p = (float)s->min_p;
+    sp->repetition_penalty = (float)s->repetition_penalty;
+    sp->seed = (uint64_t)(int64_t)s->seed;
+    *use = s->temp != 0 || s->repetition_penalty != 1;
+    return sampler_params_check(sp, err);
+}
+
+static akv_status check_generate(const cli_settings *s, text_out *t, sampler_params *sp, int *use,
+                                 akv_err *err) {
+    akv_status st = check_common(s, err);
+    if (!st && s->n_new < 1) st = akv_fail(err, AKV_EINPUT, "-n must be >= 1");
+    if (!st) st = make_sampler(s, sp, use, err);
+    int text = s->prompt || s->prompt_file;
+    if (!st && s->stop && !text)
+        st = akv_fail(err, AKV_EINPUT, "--stop needs a text prompt (--prompt or --prompt-file)");
+    if (!st && text && s->rank == 0) st = text_tokenizer(s, &t->tok, err);
+    if (!st && t->tok) st = text_stream_init(&t->ts, t->tok, s->stop, stdout, err);
+    return st;
+}
+
 int cmd_generate(const cli_settings *s) {
     akv_err err = {0};
     ranks_ctx r = {0};
@@ -141,10 +182,11 @@ int cmd_generate(const cli_settings *s) {
     prompts p = {0};
     engine_t *e = NULL;
     engine_stats stats = {0};
+    text_out t = {0};
+    sampler_params sp;
     ranks_how how = RANKS_SAME; /* flags: every rank sees the same */
-    int first = 1, rank = s->world ? s->world->rank : 0;
-    akv_status st = check_common(s, &err);
-    if (!st && s->n_new < 1) st = akv_fail(&err, AKV_EINPUT, "-n must be >= 1");
+    int first = 1, use_sp = 0, rank = s->world ? s->world->rank : 0;
+    akv_status st = check_generate(s, &t, &sp, &use_sp, &err);
     if (!st) {
         how = RANKS_LOCAL;
         st = ranks_open(&r, s, &err);
@@ -153,14 +195,19 @@ int cmd_generate(const cli_settings *s) {
         how = RANKS_AGREED;
         st = ranks_read_prompts(&r, s, s->n_new, &p, &err);
     }
+    for (int i = 0; !st && use_sp && i < p.P; i++) p.seqs[i].sp = &sp;
     if (!st) st = open_engine(&r, s, &p, s->n_new, &e, &res, &err);
     if (!st) st = ranks_print_settings(&r, &res, e, &err);
     if (!st) {
         how = RANKS_LOCAL; /* from here a failure is one rank's while the others wait */
-        st = engine_generate_batch(e, p.seqs, p.P, s->n_new, p.P == 1 ? print_token : NULL,
-                                   &first, &stats, &err);
+        engine_seq_fn fn = p.P != 1 ? NULL : t.tok ? print_text : print_token;
+        void *user = t.tok ? (void *)&t : (void *)&first;
+        st = engine_generate_batch(e, p.seqs, p.P, s->n_new, fn, user, &stats, &err);
     }
+    if (!st && rank == 0 && t.tok) text_stream_finish(&t.ts);
     if (!st && rank == 0) print_outputs(s, &p, &stats);
+    text_stream_free(&t.ts);
+    tokenizer_free(t.tok);
     engine_close(e);
     prompts_free(&p);
     return ranks_finish(&r, s, st, &err, how);

@@ -6,8 +6,10 @@ static const char *const LOGITS_OPTS[] = {"model", "ids", "ids-file", "out", "ct
                                           "prefill-chunk", "micro-batches", "layers-per-rank",
                                           "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
                                           "kv-residual", "backend", "quiet", "help", NULL};
-static const char *const GENERATE_OPTS[] = {"model", "ids", "ids-file", "prompts-file",
-                                            "max-tokens", "ctx", "batch", "prefill-chunk",
+static const char *const GENERATE_OPTS[] = {"model", "prompt", "prompt-file", "tokenizer",
+                                            "ids", "ids-file", "prompts-file", "max-tokens",
+                                            "temp", "top-k", "top-p", "min-p",
+                                            "repetition-penalty", "seed", "stop", "ctx", "batch", "prefill-chunk",
                                             "micro-batches", "layers-per-rank", "mem-per-rank",
                                             "kv", "kv-hi-bits", "kv-group", "kv-residual",
                                             "backend", "quiet", "help", NULL};
@@ -18,9 +20,11 @@ static const char *const PLAN_OPTS[] = {"model", "shape", "ranks", "ctx", "batch
                                         "backend", "help", NULL};
 
 static const cmd_def CMD_GENERATE = {
-    "generate", "greedy generation from prompt token ids; ids on stdout, timings on stderr",
-    "--model DIR (--ids \"1 2 3\" | --ids-file FILE | --prompts-file FILE) [-n N] [options]",
-    "asymkv generate --model models/default --ids \"1 17 42 7\" -n 16", GENERATE_OPTS,
+    "generate", "text (or token ids) in, streamed text (or ids) out; timings on stderr",
+    "--model DIR (--prompt TEXT | --prompt-file F | --ids \"1 2 3\" | --ids-file F | "
+    "--prompts-file F) [-n N] [--temp T --top-p P --seed S] [--stop TEXT] [options]",
+    "asymkv generate --model models/default --prompt \"In the beginning\" -n 48 --kv asymkv:4/0",
+    GENERATE_OPTS,
     cmd_generate};
 
 static const cmd_def CMD_LOGITS = {
@@ -63,6 +67,22 @@ static const cmd_def CMD_EVAL = {
     "asymkv eval --model models/default --text-file models/default/heldout.txt --kv asymkv:4/0 "
     "--prefix 512 --diag", EVAL_OPTS, cmd_eval};
 
-const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_LOGITS, &CMD_EVAL, &CMD_PLAN,
-                                       &CMD_TOKENIZE, NULL};
+static const char *const BATCH_OPTS[] = {"model", "input", "output", "tokenizer", "max-tokens",
+                                         "temp", "top-k", "top-p", "min-p",
+                                         "repetition-penalty", "seed", "ctx", "batch",
+                                         "prefill-chunk", "micro-batches", "layers-per-rank",
+                                         "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
+                                         "kv-residual", "backend", "quiet", "help", NULL};
+
+static const cmd_def CMD_BATCH = {
+    "batch", "JSONL prompts in, JSONL completions out; sequences of different lengths run together",
+    "--model DIR --input IN.jsonl --output OUT.jsonl [--batch N] [-n N] [options]\n  input "
+    "lines: {\"id\", \"prompt\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"stop\"}; "
+    "output lines: {\"id\", \"text\", \"tokens\", \"prompt_tokens\", \"finish_reason\", "
+    "\"time_to_first_token_s\", \"time_s\"} or {\"id\", \"error\"}",
+    "asymkv batch --model models/default --input prompts.jsonl --output out.jsonl --batch 8",
+    BATCH_OPTS, cmd_batch};
+
+const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_BATCH, &CMD_LOGITS, &CMD_EVAL,
+                                       &CMD_PLAN, &CMD_TOKENIZE, NULL};
 

@@ -19,5 +19,6 @@ akv_status check_common(const cli_settings *s, akv_err *err);
 akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, int n_new,
                        engine_t **e, cli_settings *res, akv_err *err);
 int cmd_eval(const cli_settings *s);
+int cmd_batch(const cli_settings *s);
 
 #endif

@@ -73,7 +73,7 @@ static akv_status build_prompts(const cli_settings *s, const tokenizer_t *tok, p
     if (!st && !(p->ids = malloc(total * sizeof *p->ids))) st = akv_fail(err, AKV_ERUNTIME, "out of memory");
     for (int i = 0, at = 0; !st && i < p->P; at += p->len[i], i++) {
         memcpy(p->ids + at, one[i], (size_t)p->len[i] * sizeof *p->ids);
-        p->seqs[i] = (engine_seq){p->ids + at, p->len[i], p->out + (size_t)i * PASSKEY_GEN_TOKENS, 0};
+        p->seqs[i] = (engine_seq){p->ids + at, p->len[i], p->out + (size_t)i * PASSKEY_GEN_TOKENS, 0, NULL};
         p->max_T = p->len[i] > p->max_T ? p->len[i] : p->max_T;
     }
     for (int i = 0; one && i < p->P; i++) free(one[i]);

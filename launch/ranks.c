@@ -9,6 +9,7 @@
 #include "config.h"
 #include "io.h"
 #include "plan.h"
+#include "textio.h"
 
 static int world_rank(const ranks_ctx *r) { return r->world ? r->world->rank : 0; }
 static int world_size(const ranks_ctx *r) { return r->world ? r->world->size : 1; }
@@ -113,17 +114,21 @@ static akv_status read_lines(const char *path, prompts *p, akv_err *err) {
     return st;
 }
 
-/* Rank 0: exactly one of --ids, --ids-file, --prompts-file. */
+/* Rank 0: exactly one of --ids, --ids-file, --prompts-file (generate: or --prompt /
+ * --prompt-file text, tokenized with the model's tokenizer). */
 static akv_status read_local(const cli_settings *s, prompts *p, akv_err *err) {
-    int given = !!s->ids + !!s->ids_file + !!s->prompts_file;
+    int given = !!s->ids + !!s->ids_file + !!s->prompts_file + !!s->prompt + !!s->prompt_file;
+    int gen = s->cmd && !strcmp(s->cmd->name, "generate");
     if (given != 1)
         return akv_fail(err, AKV_EINPUT, "give the prompt as exactly one of --ids \"1 2 3\" or "
-                        "--ids-file FILE%s", s->cmd && !strcmp(s->cmd->name, "generate")
-                        ? " (or several with --prompts-file FILE)" : "");
+                        "--ids-file FILE%s", gen ? ", --prompt TEXT, --prompt-file FILE (or "
+                        "several id prompts with --prompts-file FILE)" : "");
     if (s->prompts_file) return read_lines(s->prompts_file, p, err);
     int T = 0;
-    akv_status st = s->ids ? ids_parse(s->ids, "--ids", &p->ids, &T, err)
-                           : ids_read_file(s->ids_file, &p->ids, &T, err);
+    akv_status st;
+    if (s->prompt || s->prompt_file) st = text_prompt_ids(s, &p->ids, &T, err);
+    else if (s->ids) st = ids_parse(s->ids, "--ids", &p->ids, &T, err);
+    else st = ids_read_file(s->ids_file, &p->ids, &T, err);
     if (!st && !(p->len = malloc(sizeof *p->len))) st = akv_fail(err, AKV_ERUNTIME, "no memory");
     if (!st) p->len[p->P++] = T;
     return st;

@@ -262,7 +262,7 @@ static int attn_check(const dev_cache *dc, const cache_spec *cs, int n_heads, in
     const size_t qn = (size_t)B * n_heads * D;
     float *q = xmalloc(qn * 4), *got = xmalloc(qn * 4), *want = xmalloc(qn * 4);
     float *kn = xmalloc((size_t)B * row * 4), *vn = xmalloc((size_t)B * row * 4);
-    float *scratch = xmalloc(((size_t)dc->ctx + 1 + D) * 4);
+    float *scratch = xmalloc(kvattn_scratch_floats(dc->ctx + 1, D) * sizeof(float));
     chan_stats st = make_stats(row, seed);
     make_rows(kn, vn, B, row, &st, seed);
     free_stats(&st);
