@@ -9,8 +9,9 @@
  * units), sum l and unnormalized output o to the workspace, kvattn_combine_kernel merges them
  * (out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s, parts with m = -inf skipped).
  *  - kvattn_mma_kernel (kvattn_mma.cuh; impl KVATTN_MMA): parts 0 .. n_mma_parts-1, one per
- *    warp, over the 32-token tiles below min(kq, vq) (keys and values both quantized), on the
- *    tensor cores; see that file for what each lane does.
+ *    block of 4 warps, over the 32-token tiles below min(kq, vq) (keys and values both
+ *    quantized), on the tensor cores; see that file for what each lane does. Its grid also
+ *    carries the scalar parts of the tail as its last blocks (one launch for both).
  *  - kvattn_scalar_kernel: the remaining parts. Under KVATTN_MMA it covers the tail
  *    [32 * floor(min(kq, vq) / 32), len] (window, last partial tile, new token; kvattn_tail_len),
  *    under KVATTN_SCALAR every position [0, len]. Grid (parts, n_kv * hchunks, n_batch), 128
@@ -34,7 +35,8 @@
 #define KVA_HCHUNK 8     /* query heads per block (rows of the MMA tiles) */
 #define KVA_MAX_D 256    /* scalar kernel; the MMA kernel takes 64 and 128 */
 #define KVA_MAX_PARTS 2048
-#define KVA_TARGET_BLOCKS 1024
+#define KVA_TARGET_BLOCKS 1024 /* scalar parts (impl scalar) */
+#define KVA_MMA_BLOCKS 528     /* 2 waves of 2 resident MMA blocks on 132 SMs */
 #define KVA_LOG2E 1.4426950408889634f
 
 /* Everything the kernels need, passed by value. */
@@ -44,6 +46,7 @@ struct KvaParams {
     const kvq_seq_dev *seqs;
     int n_batch, n_heads, n_kv, hchunks, D, G, k_bits, v_bits, max_len;
     int n_parts, n_mma_parts;          /* parts [0, n_mma_parts) come from the MMA kernel */
+    int mma_blocks;                    /* MMA blocks per row (= n_mma_parts); tail blocks follow */
     int mma;                           /* 1: the scalar kernel covers only the tail */
     int sc_split;                      /* positions per scalar part (a multiple of KVA_TILE) */
     int mma_tiles;                     /* 32-token tiles per MMA block (a multiple of 4) */
@@ -178,16 +181,17 @@ static __device__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, Sca
     }
 }
 
-static __global__ void __launch_bounds__(KVA_THREADS) kvattn_scalar_kernel(const KvaParams P) {
-    __shared__ ScalarSmem sm;
+/* Scalar part `split` of the block's row (blockIdx.y, blockIdx.z): KVA_THREADS threads. */
+static __device__ void scalar_part(const KvaParams &P, int split) {
+    static __shared__ ScalarSmem sm;
     const int b = blockIdx.z, g = blockIdx.y / P.hchunks, hc = blockIdx.y % P.hchunks;
     const kvq_seq_dev s = P.seqs[b];
     if (!seq_ok(P, s)) return; /* the combine kernel writes NaN */
     const int group = P.n_heads / P.n_kv, h0 = hc * KVA_HCHUNK, D = P.D, tid = threadIdx.x;
     const int nh = min(KVA_HCHUNK, group - h0);
-    const int first = tail_start(P, s) + blockIdx.x * P.sc_split;
+    const int first = tail_start(P, s) + split * P.sc_split;
     const int end = min(s.len + 1, first + P.sc_split);
-    const int part = P.n_mma_parts + blockIdx.x;
+    const int part = P.n_mma_parts + split;
     const size_t row0 = (size_t)b * P.n_heads + (size_t)g * group + h0; /* first head's row */
     if (first >= end) { /* an empty part */
         if (tid < nh) {
@@ -215,6 +219,10 @@ static __global__ void __launch_bounds__(KVA_THREADS) kvattn_scalar_kernel(const
     }
 }
 
+static __global__ void __launch_bounds__(KVA_THREADS) kvattn_scalar_kernel(const KvaParams P) {
+    scalar_part(P, blockIdx.x);
+}
+
 #include "kvattn_mma.cuh"
 
 /* Block-wide max (is_max) or sum; every thread gets the result. */
@@ -230,8 +238,8 @@ static __device__ float block_reduce(float x, bool is_max, float *part) {
 
 /* One block per (b, head): merges the parts, or writes NaN for a sequence seq_ok refuses. */
 static __global__ void __launch_bounds__(KVA_THREADS) kvattn_combine_kernel(const KvaParams P) {
-    __shared__ float wpart[KVA_MAX_PARTS];
-    __shared__ float red[32];
+    static __shared__ float wpart[KVA_MAX_PARTS];
+    static __shared__ float red[32];
     const int bh = blockIdx.x, b = bh / P.n_heads, D = P.D;
     float *dst = P.out + (size_t)bh * D;
     if (!seq_ok(P, P.seqs[b])) {
@@ -293,7 +301,7 @@ static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
     int tail = a->max_len;
     if (pl->impl_mma) {
         const long long tiles = a->max_len / 32; /* whole tiles below min(kq, vq) <= len */
-        long long per = (tiles * r + KVA_TARGET_BLOCKS - 1) / KVA_TARGET_BLOCKS;
+        long long per = (tiles * r + KVA_MMA_BLOCKS - 1) / KVA_MMA_BLOCKS;
         per = (per + 3) / 4 * 4;
         pl->mma_tiles = (int)(per < 16 ? 16 : per);
         pl->mma_blocks = (int)((tiles + pl->mma_tiles - 1) / pl->mma_tiles);
@@ -303,13 +311,13 @@ static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
     long long sl = (tail + want - 1) / want;
     sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
     if (sl < KVA_TILE) sl = KVA_TILE;
-    const long long room = KVA_MAX_PARTS - 4LL * pl->mma_blocks;
+    const long long room = KVA_MAX_PARTS - (long long)pl->mma_blocks;
     if (room < 1) return false;
     if ((tail + sl - 1) / sl > room) sl = (tail + room - 1) / room;
     sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
     pl->sc_split = (int)sl;
     pl->sc_parts = (int)((tail + sl - 1) / sl);
-    pl->n_parts = 4 * pl->mma_blocks + pl->sc_parts;
+    pl->n_parts = pl->mma_blocks + pl->sc_parts;
     return pl->n_parts <= KVA_MAX_PARTS;
 }
 
@@ -338,16 +346,18 @@ extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     P.q = a->q, P.k_new = a->k_new, P.v_new = a->v_new, P.seqs = a->seqs;
     P.n_batch = a->n_batch, P.n_heads = a->n_heads, P.n_kv = a->n_kv_heads, P.hchunks = pl.hchunks, P.D = a->head_dim;
     P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits, P.max_len = a->max_len;
-    P.n_parts = pl.n_parts, P.n_mma_parts = 4 * pl.mma_blocks, P.mma = pl.impl_mma;
+    P.n_parts = pl.n_parts, P.n_mma_parts = pl.mma_blocks, P.mma = pl.impl_mma;
+    P.mma_blocks = pl.mma_blocks;
     P.sc_split = pl.sc_split, P.mma_tiles = pl.mma_tiles;
     P.qscale = a->scale * KVA_LOG2E;
     const dim3 rows(1, a->n_kv_heads * pl.hchunks, a->n_batch);
-    if (pl.mma_blocks > 0) {
-        const cudaError_t e = kva_mma_launch(P, pl.mma_blocks, stream);
+    if (pl.mma_blocks > 0) { /* the tail's scalar parts ride along as the last blocks */
+        const cudaError_t e = kva_mma_launch(P, pl.mma_blocks + pl.sc_parts, stream);
         if (e != cudaSuccess) return e;
+    } else {
+        kvattn_scalar_kernel<<<dim3(pl.sc_parts, rows.y, rows.z), KVA_THREADS, 0, stream>>>(P);
+        AKV_LAUNCH_CHECK();
     }
-    kvattn_scalar_kernel<<<dim3(pl.sc_parts, rows.y, rows.z), KVA_THREADS, 0, stream>>>(P);
-    AKV_LAUNCH_CHECK();
     kvattn_combine_kernel<<<a->n_batch * a->n_heads, KVA_THREADS, 0, stream>>>(P);
     AKV_LAUNCH_CHECK();
     return cudaSuccess;

@@ -91,18 +91,27 @@ static __device__ __forceinline__ void cp_async4(void *dst, const void *src) {
     __pipeline_memcpy_async(dst, src, 4); /* cp.async.ca 4 bytes; committed with the rest */
 }
 
+/* Per-lane walk of a tile's value words (32 rows x wpt words, word i = lane + 32k at row i / wpt,
+ * word i % wpt), set up once so that the per-tile copies need no division. */
+struct KvmWalk {
+    int r0, w0, dr, dw, wpt;
+};
+
 /* Issues the copies of tile `tile` (positions 32*tile ..) of kv head g into stage st. */
 template <int D, int KB, int VB>
 static __device__ __forceinline__ void kvm_load(uint32_t *st, const kvq_seq_dev &s, int tile,
-                                                int g, int H, int G, int lane) {
+                                                int g, int H, int G, int lg, const KvmWalk &wk,
+                                                int lane) {
     using S = KvmShape<D, KB, VB>;
-    const int blk = tile * 32 / G, ti = tile * 32 % G / 32;
+    const int blk = (tile * 32) >> lg, ti = (tile * 32 & (G - 1)) >> 5;
     const size_t uk = (size_t)G * KB / 8 + 4; /* key unit bytes */
     const uint8_t *kbase = s.k_quant + ((size_t)blk * H + g) * D * uk;
     if (G == 32) { /* the tile is the whole key block: one contiguous, 16-byte aligned run */
+#pragma unroll
         for (int i = lane; i < S::KWORDS / 4; i += 32)
             akv_attn::cp_async16(st + 4 * i, kbase + 16 * (size_t)i, true);
     } else {
+#pragma unroll 4
         for (int i = lane; i < S::KWORDS; i += 32) {
             const int c = i / (KB + 1), w = i % (KB + 1);
             const size_t off = (size_t)c * uk + (w < KB ? 4 * (ti * KB + w) : (size_t)G * KB / 8);
@@ -110,15 +119,18 @@ static __device__ __forceinline__ void kvm_load(uint32_t *st, const kvq_seq_dev 
         }
     }
     uint32_t *vs = st + S::KWORDS;
-    const int cw = G * VB / 32, ng = D / G, wpt = S::CW + ng; /* words per value row */
+    const int lcw = lg + (VB == 1 ? 0 : VB == 2 ? 1 : 2) - 5; /* log2 of code words per unit */
+    const int ng = D >> lg;
     const size_t uv = (size_t)G * VB / 8 + 4;
     const uint8_t *vbase = s.v_quant + ((size_t)tile * 32 * H + g) * ng * uv;
     const size_t tok = (size_t)H * ng * uv; /* bytes between positions */
-    for (int i = lane; i < 32 * wpt; i += 32) {
-        const int r = i / wpt, w = i % wpt;
-        const uint8_t *src = vbase + (size_t)r * tok;
-        src += w < S::CW ? (size_t)(w / cw) * uv + 4 * (w % cw) : (size_t)(w - S::CW) * uv + uv - 4;
-        cp_async4(vs + r * S::VROW + w, src);
+    int r = wk.r0, w = wk.w0;
+    while (r < 32) {
+        const size_t off = w < S::CW ? (size_t)(w >> lcw) * uv + 4 * (w & ((1 << lcw) - 1))
+                                     : (size_t)(w - S::CW) * uv + uv - 4;
+        cp_async4(vs + r * S::VROW + w, vbase + (size_t)r * tok + off);
+        r += wk.dr, w += wk.dw;
+        if (w >= wk.wpt) w -= wk.wpt, r++;
     }
 }
 
@@ -128,26 +140,27 @@ static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const
     extern __shared__ __align__(16) uint32_t kvm_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, kvh = blockIdx.y / P.hchunks, hc = blockIdx.y % P.hchunks;
+    if ((int)blockIdx.x >= P.mma_blocks) { /* a tail part: the scalar kernel's work */
+        scalar_part(P, blockIdx.x - P.mma_blocks);
+        return;
+    }
     const kvq_seq_dev s = P.seqs[b];
     if (!seq_ok(P, s)) return;
     const int group = P.n_heads / P.n_kv, hl = hc * KVA_HCHUNK + g;
     const bool valid = hl < group;
     const size_t row = (size_t)b * P.n_heads + (size_t)kvh * group + hl;
-    const int part = blockIdx.x * KVM_WARPS + warp;
+    const int part = blockIdx.x;
     const int n_tiles = min(s.kq, s.vq) / 32;
     const int first = blockIdx.x * P.mma_tiles + warp;
     const int last = min(n_tiles, (blockIdx.x + 1) * P.mma_tiles);
     const int mine = first < last ? (last - first + KVM_WARPS - 1) / KVM_WARPS : 0;
-    if (mine == 0) {
-        if (valid && t == 0) {
-            P.ml_part[2 * (row * P.n_parts + part)] = -INFINITY;
-            P.ml_part[2 * (row * P.n_parts + part) + 1] = 0.0f;
-        }
-        return;
-    }
+    const int lg = P.G == 32 ? 5 : P.G == 64 ? 6 : 7;
+    KvmWalk wk;
+    wk.wpt = S::CW + (D >> lg);
+    wk.r0 = lane / wk.wpt, wk.w0 = lane % wk.wpt, wk.dr = 32 / wk.wpt, wk.dw = 32 % wk.wpt;
     uint32_t *ring = kvm_smem + (size_t)warp * KVM_STAGES * S::STAGE;
     for (int j = 0; j < KVM_STAGES - 1; j++) { /* prologue */
-        if (j < mine) kvm_load<D, KB, VB>(ring + j * S::STAGE, s, first + KVM_WARPS * j, kvh, P.n_kv, P.G, lane);
+        if (j < mine) kvm_load<D, KB, VB>(ring + j * S::STAGE, s, first + KVM_WARPS * j, kvh, P.n_kv, P.G, lg, wk, lane);
         akv_attn::cp_async_commit();
     }
     /* q' hi/lo as A fragments: k-step kk, lane channels 16kk + 4t + {0,1} and {2,3}. */
@@ -160,7 +173,7 @@ static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const
         split2(x.z * P.qscale, x.w * P.qscale, qa[kk][2], qa[kk][3]);
     }
     const KvmExpand kx(g, KB), vx(g, VB);
-    const int ng = D / P.G, g_shift = P.G == 32 ? 5 : P.G == 64 ? 6 : 7;
+    const int ng = D >> lg, g_shift = lg;
     float o[D / 8][4], zc[4] = {0.f, 0.f, 0.f, 0.f}, m = -INFINITY, l = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < D / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
@@ -168,7 +181,7 @@ static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const
     for (int j = 0; j < mine; j++) {
         if (j + KVM_STAGES - 1 < mine)
             kvm_load<D, KB, VB>(ring + (j + KVM_STAGES - 1) % KVM_STAGES * S::STAGE, s,
-                                first + KVM_WARPS * (j + KVM_STAGES - 1), kvh, P.n_kv, P.G, lane);
+                                first + KVM_WARPS * (j + KVM_STAGES - 1), kvh, P.n_kv, P.G, lg, wk, lane);
         akv_attn::cp_async_commit();
         akv_attn::cp_async_wait<KVM_STAGES - 1>();
         __syncwarp();
@@ -264,22 +277,46 @@ static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const
     }
     akv_attn::cp_async_wait<0>();
 
-    /* ---- part record: o + Z (channel 8nt + 2t + e is in group 8nt / G), m, l ---- */
+    /* ---- the warp's state (o + Z: channel 8nt + 2t + e is in group 8nt / G; m; l) into shared
+     * memory (the ring is idle now), then the block merges its 4 warps into part blockIdx.x ---- */
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     const float z0 = zc[0] + zc[2], z1 = zc[1] + zc[3]; /* groups 2t, 2t + 1 of head g */
-    float *dst = P.o_part + (row * P.n_parts + part) * D;
+    __syncthreads(); /* every warp is done with its ring */
+    float *mrg = reinterpret_cast<float *>(kvm_smem); /* [warp][head][D + 2] */
+    float *mine_rec = mrg + ((size_t)warp * KVA_HCHUNK + g) * (D + 2);
 #pragma unroll
     for (int nt = 0; nt < D / 8; nt++) {
         const int jg = (8 * nt) >> g_shift;
         const float zj = __shfl_sync(0xffffffffu, (jg & 1) ? z1 : z0, 4 * g + (jg >> 1));
-        if (valid)
-            *reinterpret_cast<float2 *>(dst + 8 * nt + 2 * t) =
-                make_float2(o[nt][0] + o[nt][2] + zj, o[nt][1] + o[nt][3] + zj);
+        mine_rec[8 * nt + 2 * t] = o[nt][0] + o[nt][2] + zj;
+        mine_rec[8 * nt + 2 * t + 1] = o[nt][1] + o[nt][3] + zj;
     }
-    if (valid && t == 0) {
-        P.ml_part[2 * (row * P.n_parts + part)] = m;
-        P.ml_part[2 * (row * P.n_parts + part) + 1] = l;
+    if (t == 0) mine_rec[D] = m, mine_rec[D + 1] = l;
+    __syncthreads();
+    const int heads = min(KVA_HCHUNK, group - hc * KVA_HCHUNK);
+    const size_t row0 = (size_t)b * P.n_heads + (size_t)kvh * group + hc * KVA_HCHUNK;
+    for (int i = threadIdx.x; i < heads * D; i += KVM_WARPS * 32) {
+        const int h = i / D, c = i % D;
+        float mw[KVM_WARPS], mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < KVM_WARPS; w++) mx = fmaxf(mx, mw[w] = mrg[(w * KVA_HCHUNK + h) * (D + 2) + D]);
+        const size_t rec = (row0 + h) * P.n_parts + part;
+        if (mx == -INFINITY) { /* no tile in this block */
+            if (c == 0) P.ml_part[2 * rec] = -INFINITY, P.ml_part[2 * rec + 1] = 0.0f;
+            continue;
+        }
+        float acc = 0.0f, lsum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < KVM_WARPS; w++) {
+            if (mw[w] == -INFINITY) continue;
+            const float f = exp2f(mw[w] - mx);
+            const float *r = mrg + (w * KVA_HCHUNK + h) * (D + 2);
+            acc += f * r[c];
+            lsum += f * r[D + 1];
+        }
+        P.o_part[rec * D + c] = acc;
+        if (c == 0) P.ml_part[2 * rec] = mx, P.ml_part[2 * rec + 1] = lsum;
     }
 }
 
@@ -291,9 +328,11 @@ static bool kva_mma_supported(int D, int k_bits, int v_bits) {
 #ifndef KVA_EMULATE /* the CPU emulation (tools, not built here) runs the kernels itself */
 template <int D, int KB, int VB>
 static cudaError_t kvm_launch(const KvaParams &P, int blocks, cudaStream_t stream) {
-    const size_t smem = (size_t)KVM_WARPS * KVM_STAGES * KvmShape<D, KB, VB>::STAGE * 4;
-    static bool raised = false; /* one attribute call per instantiation */
-    if (!raised && smem > 48 * 1024) {
+    const size_t ring = (size_t)KVM_WARPS * KVM_STAGES * KvmShape<D, KB, VB>::STAGE * 4;
+    const size_t merge = (size_t)KVM_WARPS * KVA_HCHUNK * (D + 2) * 4;
+    const size_t smem = ring > merge ? ring : merge;
+    static bool raised = false; /* once per instantiation: the tail's static smem counts too */
+    if (!raised) {
         const cudaError_t e = cudaFuncSetAttribute(kvattn_mma_kernel<D, KB, VB>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                    (int)smem);

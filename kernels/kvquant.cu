@@ -122,6 +122,7 @@ static __global__ void __launch_bounds__(KVQ_THREADS)
     }
 }
 
+#ifndef KVA_EMULATE /* the CPU emulation runs the kernels itself */
 static bool width_ok(int bits) {
     return bits == 16 || bits == 4 || bits == 2 || bits == 1;
 }
@@ -163,3 +164,4 @@ extern "C" cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stre
     AKV_LAUNCH_CHECK();
     return cudaSuccess;
 }
+#endif

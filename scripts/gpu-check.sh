@@ -5,8 +5,9 @@
 # compute-sanitizer memcheck (long-context cases skipped there), writes every log into $OUT (or
 # build-gpu/check-logs) as it goes, and always ends with a PASS/FAIL table. Exit 0 only if no
 # step failed. A canary (a planted overflow in a forked child) first proves that memcheck sees
-# Criterion's forked test processes. Last, the decode-attention benchmark (tests/bench_decode_attn
-# and tools/bench_torch.py, CSV in $LOGS/bench_decode_attn.csv) and its table. Needs the .debs folder (../shared/tools/gpu-machine-debs.sh
+# Criterion's forked test processes. Then the decode-attention benchmark (tests/bench_decode_attn
+# and tools/bench_torch.py, CSV in $LOGS/bench_decode_attn.csv; its table ends the summary), and
+# the CPU tests last. Needs the .debs folder (../shared/tools/gpu-machine-debs.sh
 # .debs) carried along; from the lead's machine: run tool, command scripts/gpu-check.sh,
 # carry [".debs"], timeout 600.
 #   scripts/gpu-check.sh                    all steps
@@ -170,17 +171,18 @@ if [[ $WANT == *" memcheck "* ]]; then
     [ -x "$BUILD/tests/gpu_kvattn" ] && step memcheck-kvattn memcheck-kvattn.log 150 memcheck_kvattn
   else record memcheck SKIP 0 "no binary or no compute-sanitizer"; fi
 fi
-if [[ $WANT == *" cpu "* ]]; then
-  if [ "$configured" -eq 0 ]; then
-    step cpu-tests cpu-tests.log 300 ctest --test-dir "$BUILD" -LE gpu --output-on-failure \
-      -j"$(nproc)" --timeout 300
-  else record cpu-tests SKIP 0 "not configured"; fi
-fi
+# The benchmark before the CPU tests (which CI also runs) so the time budget reaches it.
 if [[ $WANT == *" bench "* ]]; then
   if [ -x "$BUILD/tests/bench_decode_attn" ]; then
     rm -f "$LOGS/bench_decode_attn.csv"
     step bench bench.log 240 bench
   else record bench SKIP 0 "not built"; fi
+fi
+if [[ $WANT == *" cpu "* ]]; then
+  if [ "$configured" -eq 0 ]; then
+    step cpu-tests cpu-tests.log 300 ctest --test-dir "$BUILD" -LE gpu --output-on-failure \
+      -j"$(nproc)" --timeout 300
+  else record cpu-tests SKIP 0 "not configured"; fi
 fi
 
 # ---- the table (always) ----
