@@ -163,7 +163,8 @@ cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stream);
  *   KVATTN_MMA:    32-token tiles whose keys and values are both quantized go through
  *                  mma.sync m16n8k16 with exact codes and hi/lo fp16 splits of q*scale and
  *                  p*scale (fp32-level accuracy); the rest (window, new token) through the
- *                  scalar kernel. Needs head_dim 64 or 128.
+ *                  scalar kernel, in the same launch. Needs head_dim 64 or 128, 4/2/1-bit K
+ *                  and V, and |q_c * scale * log2(e) * key scale_c| < 65504 (fp16 halves).
  *   KVATTN_AUTO:   MMA when supported, else SCALAR.
  * A sequence whose counts are inconsistent (or len + 1 > max_len, or a tail over max_tail) gets
  * NaN outputs. */

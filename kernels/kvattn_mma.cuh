@@ -2,8 +2,10 @@
  * seq_ok and KVA_* constants). It covers the 32-token tiles below min(kq, vq), where keys and
  * values are both quantized, reading the packed codes straight into mma.sync.m16n8k16 operands.
  *
- * Grid (blocks, n_kv * hchunks, n_batch), 4 independent warps per block; warp w of block x takes
- * tiles x*mma_tiles + w, +4, ... of its row and writes part 4x + w. A warp's 16 MMA rows are the
+ * Grid (mma_blocks + tail parts, n_kv * hchunks, n_batch), 128 threads. Blocks x >= mma_blocks
+ * run the scalar kernel's tail part x - mma_blocks (kvattn.cu). In an MMA block, warp w takes
+ * tiles x*mma_tiles + w, +4, ... of its row with its own online-softmax state; at the end the 4
+ * warps' (m, l, o) meet in shared memory and the block writes part x. A warp's 16 MMA rows are the
  * (<= 8) query heads of its chunk twice: row g holds the high fp16 half of an operand of head g,
  * row g + 8 the low half (x - fp16(x)), so every non-integer operand keeps ~22 bits and the
  * two rows' fp32 results are added. Lane (g = lane / 4, t = lane % 4) thus serves head g.
@@ -22,7 +24,10 @@
  *    group of G channels), B = codes of 16 tokens x 8 channels (same expansion, the byte of
  *    channel 8nt + g from the words of two tokens); Z_hj = sum_t p_ht zero_tj through one MMA
  *    per 16 tokens with B = the zeros (columns = groups), added once per part.
- * Accuracy: codes exact, operands ~2^-22 relative, fp32 accumulation: fp32-level. */
+ * Accuracy: codes exact, operands ~2^-22 relative, fp32 accumulation: fp32-level. Limit: the fp16
+ * halves need |q_c * scale * log2(e) * key_scale_c| < 65504 (real models stay near 1e3).
+ * Checked on a CPU warp emulator (the kernel source run by one host thread per lane, mma and
+ * f16x2 ops emulated bit-wise from the PTX fragment layouts) against kvattn_ref. */
 #include <cuda_pipeline.h>
 
 #include "attention_tile.cuh"
@@ -70,19 +75,21 @@ static __device__ __forceinline__ void mul_split(uint32_t hi, uint32_t lo, uint3
 
 /* Expansion constants of a lane: the code of element (g * bits) sits at bit p of its byte. */
 struct KvmExpand {
-    uint32_t mask, magic, byte;
+    uint32_t mask, magic, sel[4]; /* sel[sub]: byte (sub + lane byte) of w0 -> byte 0, of w1 -> 2 */
     __device__ __forceinline__ KvmExpand(int g, int bits) {
         const int p = (g * bits) & 7;
         const uint32_t m = ((1u << bits) - 1u) << p;
         mask = m | (m << 16);
         const uint32_t e = (uint32_t)(25 - p) << 10; /* fp16 2^(10 - p) */
         magic = e | (e << 16);
-        byte = (uint32_t)((g * bits) >> 3);
+        const uint32_t byte = (uint32_t)((g * bits) >> 3);
+#pragma unroll
+        for (int sub = 0; sub < 4; sub++) sel[sub] = (byte + sub) | ((byte + sub + 4) << 8);
     }
-    /* The codes of byte (sub + this->byte) of w0 (low half) and w1 (high half), as fp16. */
-    __device__ __forceinline__ uint32_t operator()(uint32_t w0, uint32_t w1, uint32_t sub) const {
-        const uint32_t b = sub + byte;
-        const uint32_t x = __byte_perm(w0, w1, b | ((b + 4) << 8));
+    /* The codes of byte (sub + lane byte) of w0 (low half) and w1 (high half), as fp16;
+     * sub is a compile-time constant at every call (the unrolled n-tile loops). */
+    __device__ __forceinline__ uint32_t operator()(uint32_t w0, uint32_t w1, int sub) const {
+        const uint32_t x = __byte_perm(w0, w1, sel[sub]);
         return h2_sub((x & mask) | magic, magic);
     }
 };
@@ -208,8 +215,7 @@ static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const
             akv_attn::mma16816(cb, qa[kk], z01, z23);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
-                const int w = nt * KB / 4;
-                const uint32_t sub = (uint32_t)((nt * KB) & 3);
+                const int w = nt * KB / 4, sub = (nt * KB) & 3;
                 const uint32_t b0 = kx(kw[w], kw[KB + 1 + w], sub);
                 const uint32_t b1 = kx(kw[2 * (KB + 1) + w], kw[3 * (KB + 1) + w], sub);
                 akv_attn::mma16816(sc[nt], aw, b0, b1);
@@ -259,18 +265,20 @@ static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const
             }
             uint32_t ap[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
-            for (int nt = 0; nt < D / 8; nt++) {
-                if (((8 * nt) & (P.G - 1)) == 0) { /* first n-tile of group 8nt / G */
-                    const int jg = (8 * nt) >> g_shift;
-                    const uint32_t s01 = __byte_perm(r0[S::CW + jg], r1[S::CW + jg], 0x5410);
-                    const uint32_t s23 = __byte_perm(r2[S::CW + jg], r3[S::CW + jg], 0x5410);
-                    mul_split(ph[0], ph[1], s01, ap[0], ap[1]);
-                    mul_split(ph[2], ph[3], s23, ap[2], ap[3]);
+            for (int w = 0; w < S::CW; w++) { /* code word w of the 4 rows: n-tiles w*4/VB .. */
+                const uint32_t c0 = r0[w], c1 = r1[w], c2 = r2[w], c3 = r3[w];
+#pragma unroll
+                for (int sub = 0; sub < 4; sub += VB) {
+                    const int nt = w * (4 / VB) + sub / VB;
+                    if (((8 * nt) & (P.G - 1)) == 0) { /* first n-tile of group 8nt / G */
+                        const int jg = (8 * nt) >> g_shift;
+                        const uint32_t s01 = __byte_perm(r0[S::CW + jg], r1[S::CW + jg], 0x5410);
+                        const uint32_t s23 = __byte_perm(r2[S::CW + jg], r3[S::CW + jg], 0x5410);
+                        mul_split(ph[0], ph[1], s01, ap[0], ap[1]);
+                        mul_split(ph[2], ph[3], s23, ap[2], ap[3]);
+                    }
+                    akv_attn::mma16816(o[nt], ap, vx(c0, c1, sub), vx(c2, c3, sub));
                 }
-                const int w = nt * VB / 4;
-                const uint32_t sub = (uint32_t)((nt * VB) & 3);
-                const uint32_t b0 = vx(r0[w], r1[w], sub), b1 = vx(r2[w], r3[w], sub);
-                akv_attn::mma16816(o[nt], ap, b0, b1);
             }
         }
         __syncwarp(); /* the stage is refilled next iteration but one */
