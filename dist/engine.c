@@ -87,6 +87,20 @@ static void read_hooks(engine_t *e) {
 }
 
 /* Everything one rank does to open, before the ranks agree on the outcome. */
+/* The cache must have allocated exactly design §4's formula (kvcfg_layer_bytes) per layer. */
+static akv_status check_kv_bytes(const engine_t *e, akv_err *err) {
+    const kvcache *kv = stage_kvcache(e->stage);
+    for (int l = e->w.layer_begin; e->o.kv && l < e->w.layer_end; l++) {
+        size_t want = kvcfg_layer_bytes(e->o.kv, l, e->cfg.n_kv_heads, e->cfg.head_dim, e->o.ctx,
+                                        e->o.batch);
+        size_t got = kvcache_layer_bytes(kv, l - e->w.layer_begin);
+        if (got != want)
+            return akv_fail(err, AKV_ERUNTIME, "internal: layer %d's KV cache holds %zu bytes, "
+                            "the formula says %zu", l, got, want);
+    }
+    return AKV_OK;
+}
+
 static akv_status open_local(engine_t *e, akv_err *err) {
     const engine_opts *o = &e->o;
     akv_status s = config_load(&e->cfg, o->model_dir, err);
@@ -106,6 +120,7 @@ static akv_status open_local(engine_t *e, akv_err *err) {
     stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv,
                      .diag = o->diag};
     if (!s) s = stage_init(&e->stage, &e->cfg, &e->w, &so, err);
+    if (!s) s = check_kv_bytes(e, err);
     if (!s) s = alloc_buffers(e, err);
     return s;
 }

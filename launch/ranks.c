@@ -213,6 +213,35 @@ static void print_placement(const ranks_ctx *r, const engine_rank_info *rows, co
     }
 }
 
+/* The KV cache per layer (runs of equal widths): what each rank's cache allocated for them
+ * (engine_open checks its allocation equals this formula), and bytes per token. */
+static void print_kv_layers(const ranks_ctx *r, const cli_settings *s) {
+    const kv_config *kv = &r->kv;
+    const model_config *c = &r->cfg;
+    size_t total = 0, per_token = 0;
+    fprintf(stderr, "kv cache (ctx %d x batch %d, group %d, residual %d):\n", s->ctx, s->batch,
+            kv->group, kv->residual);
+    for (int l = 0; l < kv->n_layers;) {
+        int j = l;
+        while (j < kv->n_layers && kv->k_bits[j] == kv->k_bits[l] && kv->v_bits[j] == kv->v_bits[l]) j++;
+        size_t b = kvcfg_layer_bytes(kv, l, c->n_kv_heads, c->head_dim, s->ctx, s->batch);
+        char buf[32];
+        plan_format_bytes(buf, sizeof buf, b);
+        fprintf(stderr, "  layers %d-%d: K %d-bit, V %d-bit: %s (%zu bytes) each, %zu bytes/token\n",
+                l, j - 1, kv->k_bits[l], kv->v_bits[l], buf, b,
+                kvcfg_token_bytes(kv, l, c->n_kv_heads, c->head_dim));
+        for (int i = l; i < j; i++) {
+            total += kvcfg_layer_bytes(kv, i, c->n_kv_heads, c->head_dim, s->ctx, s->batch);
+            per_token += kvcfg_token_bytes(kv, i, c->n_kv_heads, c->head_dim);
+        }
+        l = j;
+    }
+    char buf[32];
+    plan_format_bytes(buf, sizeof buf, total);
+    fprintf(stderr, "  total %s (%zu bytes), %zu bytes/token over all layers, %.3f bits/value\n",
+            buf, total, per_token, kvcfg_avg_bits(kv, c->head_dim));
+}
+
 akv_status ranks_print_settings(ranks_ctx *r, const cli_settings *resolved, engine_t *e,
                                 akv_err *err) {
     if (resolved->quiet) return AKV_OK; /* the same on every rank: nobody gathers */
@@ -227,6 +256,7 @@ akv_status ranks_print_settings(ranks_ctx *r, const cli_settings *resolved, engi
     if (!st && root) {
         cli_print_settings(stderr, resolved->cmd, resolved);
         print_placement(r, rows, dev, n);
+        print_kv_layers(r, resolved);
     }
     free(rows);
     free(dev);

@@ -205,3 +205,20 @@ Test(eval, kivi4_greedy_stays_close_to_fp16, .timeout = 300) {
     tu_rmdir(d);
     free(d);
 }
+
+/* The bundled model's documented fp16 perplexity (models/asymkv-ref/README.md, "Measured with
+ * asymkv": 11.6688 over 2511 tokens of the first 8192 bytes of heldout.txt, --window 1024). */
+Test(eval, bundled_model_scores_its_documented_perplexity, .timeout = 300) {
+    const char *src = getenv("ASYMKV_SRC") ? getenv("ASYMKV_SRC") : ".";
+    char *d = tu_tmpdir();
+    run_result r = tu_run("head -c 8192 %s/models/asymkv-ref/heldout.txt > %s/h.txt && %s eval -q "
+                          "--model %s/models/asymkv-ref --text-file %s/h.txt --window 1024 --kv fp16",
+                          src, d, tu_bin(), src, d);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    double ppl = field(r.out, "perplexity: ");
+    cr_expect(fabs(ppl - 11.6688) <= 0.01 * 11.6688, "perplexity %.4f, documented 11.6688", ppl);
+    cr_expect_eq((int)field(r.out, "scored_tokens: "), 2511);
+    tu_run_free(&r);
+    tu_rmdir(d);
+    free(d);
+}
