@@ -7,16 +7,6 @@
 #include "io.h"
 #include "tokenizer_impl.h"
 
-static const char *jstr(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int jbool(const cJSON *o, const char *key, int def) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
-}
-
 #define TK_MAX_ID (1 << 24)
 
 /* model.vocab -> id <-> string tables (strings in one arena). */

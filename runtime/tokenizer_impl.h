@@ -11,6 +11,17 @@
 
 #include "tokenizer.h"
 
+/* JSON helpers shared by the loader files: a string member or NULL, a bool member or def. */
+static inline const char *jstr(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static inline int jbool(const cJSON *o, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
 /* ---- growable byte buffer and piece lists (all return 0, or -1 when out of memory) ---- */
 
 typedef struct tk_buf {

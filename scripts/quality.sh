@@ -12,6 +12,9 @@ bin=build/asymkv
 model=models/asymkv-ref
 head -c 49152 "$model/heldout.txt" > "$out/heldout48k.txt"
 configs="fp16 kivi4 kivi2 asymkv:8/0 asymkv:6/0 asymkv:4/0 asymkv:2/0 asymkv:0/0 asymkv:8/6 asymkv:8/4 asymkv:8/2 asymkv:0/8 asymkv:0/4"
+# QUALITY_REVERSE=1 walks the list backwards (a second process can share the work: finished
+# configurations are skipped).
+[ -n "${QUALITY_REVERSE:-}" ] && configs=$(echo $configs | tr ' ' '\n' | tac | tr '\n' ' ')
 for kv in $configs; do
   name=$(echo "$kv" | tr ':/' '__')
   [ -s "$out/ppl_$name.txt" ] || $bin eval -q --model $model --text-file "$out/heldout48k.txt" \
