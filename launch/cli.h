@@ -41,7 +41,7 @@ typedef struct cli_settings {
     int diag;                    /* eval: per-layer K-only vs V-only attention error */
     const char *csv;             /* eval --diag: CSV output path */
     int search_kv;               /* eval: pick per-layer widths under --budget */
-    double budget;               /* eval --search-kv: average code bits per K/V value */
+    const char *budget;          /* eval --search-kv: average code bits per K/V value, "1.5,2" */
     int passkey;                 /* eval: passkey retrieval */
     const char *passkey_lengths; /* "1024,2048" */
     const char *passkey_depths;  /* "0,0.25,0.5,0.75,1" */

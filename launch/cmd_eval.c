@@ -137,8 +137,7 @@ static akv_status check_eval(const cli_settings *s, akv_err *err) {
     akv_status st = check_common(s, err);
     if (!st && (s->prefix < 0 || s->window < 0))
         st = akv_fail(err, AKV_EINPUT, "--prefix and --window must be >= 0");
-    if (!st && s->search_kv && !(s->budget >= 1.0 && s->budget <= 16.0))
-        st = akv_fail(err, AKV_EINPUT, "--budget must be between 1 and 16 bits per value");
+    if (!st && s->search_kv) st = eval_budgets(s->budget, NULL, NULL, err);
     if (!st && s->passkey && (s->diag || s->search_kv))
         st = akv_fail(err, AKV_EINPUT, "--passkey cannot be combined with --diag/--search-kv");
     return st;

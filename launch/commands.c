@@ -62,7 +62,7 @@ static const char *const EVAL_OPTS[] = {"model", "ids-file", "text-file", "token
 static const cmd_def CMD_EVAL = {
     "eval", "perplexity under a --kv config, the per-layer K-vs-V diagnostic, --search-kv, passkey retrieval",
     "--model DIR (--text-file F | --ids-file F) [--kv CONFIG] [--prefix N] [--window N] "
-    "[--diag] [--search-kv --budget B]\n       asymkv eval --model DIR --passkey "
+    "[--diag] [--search-kv --budget 1.5,2]\n       asymkv eval --model DIR --passkey "
     "[--passkey-lengths 1024,2048] [--kv CONFIG]",
     "asymkv eval --model models/default --text-file models/default/heldout.txt --kv asymkv:4/0 "
     "--prefix 512 --diag", EVAL_OPTS, cmd_eval};

@@ -17,7 +17,12 @@ akv_status eval_tokenize_file(const cli_settings *s, const char *path, int32_t *
 akv_status eval_print_diag(const cli_settings *s, const kv_config *kv, const kvdiag_layer *rows,
                            akv_err *err);
 
-/* Rank 0: the --search-kv result under --budget, printed as a --kv list. */
+#define EVAL_MAX_BUDGETS 8
+
+/* Parses --budget "1.5,2" (each in 1..16) into b[*n] (b, n may be NULL: only check). */
+akv_status eval_budgets(const char *list, double *b, int *n, akv_err *err);
+
+/* Rank 0: the --search-kv result under each --budget, printed as a --kv list. */
 akv_status eval_search(const cli_settings *s, const kv_config *kv, const kvdiag_layer *rows,
                        akv_err *err);
 

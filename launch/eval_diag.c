@@ -90,27 +90,58 @@ static double code_bits(const kv_config *c) {
     return b / (2.0 * c->n_layers);
 }
 
+akv_status eval_budgets(const char *list, double *b, int *n, akv_err *err) {
+    double tmp[EVAL_MAX_BUDGETS];
+    int k = 0;
+    for (const char *p = list; p && *p && k < EVAL_MAX_BUDGETS; k++) {
+        char *end;
+        tmp[k] = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || !(tmp[k] >= 1.0 && tmp[k] <= 16.0))
+            return akv_fail(err, AKV_EINPUT, "--budget \"%s\": expected numbers between 1 and 16 "
+                            "bits per value, separated by commas", list);
+        p = *end ? end + 1 : end;
+    }
+    if (!k) return akv_fail(err, AKV_EINPUT, "--budget is empty");
+    if (b) memcpy(b, tmp, (size_t)k * sizeof *b);
+    if (n) *n = k;
+    return AKV_OK;
+}
+
+/* One budget's search and its comparison with asymkv:LK/0. */
+static akv_status search_one(const kv_config *kv, const double *ek, const double *ev,
+                             double budget, akv_err *err);
+
 akv_status eval_search(const cli_settings *s, const kv_config *kv, const kvdiag_layer *rows,
                        akv_err *err) {
     const int L = kv->n_layers;
-    double *ek = malloc(sizeof(double) * 3 * L), *ev = malloc(sizeof(double) * 3 * L), total;
-    if (!ek || !ev) {
-        free(ek);
-        free(ev);
-        return akv_fail(err, AKV_ERUNTIME, "out of host memory");
-    }
-    relative_errors(rows, L, ek, ev);
+    double budgets[EVAL_MAX_BUDGETS];
+    int nb = 0;
+    akv_status st = eval_budgets(s->budget, budgets, &nb, err);
+    if (st) return st;
+    double *ek = malloc(sizeof(double) * 3 * L), *ev = malloc(sizeof(double) * 3 * L);
+    if (!ek || !ev) st = akv_fail(err, AKV_ERUNTIME, "out of host memory");
+    if (!st) relative_errors(rows, L, ek, ev);
+    for (int i = 0; !st && i < nb; i++) st = search_one(kv, ek, ev, budgets[i], err);
+    free(ek);
+    free(ev);
+    return st;
+}
+
+static akv_status search_one(const kv_config *kv, const double *ek, const double *ev,
+                             double budget, akv_err *err) {
+    const int L = kv->n_layers;
+    double total;
     kv_config best = *kv;
-    akv_status st = kvsearch_solve(L, ek, ev, s->budget, &best, &total, err);
+    akv_status st = kvsearch_solve(L, ek, ev, budget, &best, &total, err);
     if (!st) {
         char buf[1024];
         kvcfg_format(&best, buf, sizeof buf);
-        printf("\nsearch-kv (budget %.3g code bits/value): --kv \"%s\"\n", s->budget, buf);
+        printf("\nsearch-kv (budget %.3g code bits/value): --kv \"%s\"\n", budget, buf);
         printf("  code bits %.3f, stored bits %.3f (scale/zero incl.), summed relative error "
                "%.4e\n", code_bits(&best), kvcfg_avg_bits(&best, kv->group), total);
         /* the paper's position-based choice within the same budget, for comparison:
          * asymkv:LK/0 spends 1 + LK / (2L) code bits per value */
-        int lk = (int)floor((s->budget - 1.0) * 2 * L + 1e-9);
+        int lk = (int)floor((budget - 1.0) * 2 * L + 1e-9);
         lk = lk > L ? L : lk;
         kv_config a;
         char spec[64];
@@ -119,7 +150,5 @@ akv_status eval_search(const cli_settings *s, const kv_config *kv, const kvdiag_
             printf("  vs %s (code bits %.3f): summed relative error %.4e\n", spec, code_bits(&a),
                    config_error(&a, ek, ev));
     }
-    free(ek);
-    free(ev);
     return st;
 }
