@@ -34,6 +34,9 @@
 
 #define KVM_STAGES 3
 #define KVM_WARPS 4
+#ifndef KVM_MIN_BLOCKS
+#define KVM_MIN_BLOCKS 3 /* blocks per SM the register allocation must allow (occupancy) */
+#endif
 
 template <int D, int KB, int VB> struct KvmShape {
     static constexpr int KWORDS = D * (KB + 1);     /* key words of a tile */
@@ -142,7 +145,7 @@ static __device__ __forceinline__ void kvm_load(uint32_t *st, const kvq_seq_dev 
 }
 
 template <int D, int KB, int VB>
-static __global__ void __launch_bounds__(KVM_WARPS * 32) kvattn_mma_kernel(const KvaParams P) {
+static __global__ void __launch_bounds__(KVM_WARPS * 32, KVM_MIN_BLOCKS) kvattn_mma_kernel(const KvaParams P) {
     using S = KvmShape<D, KB, VB>;
     extern __shared__ __align__(16) uint32_t kvm_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -341,9 +344,13 @@ static cudaError_t kvm_launch(const KvaParams &P, int blocks, cudaStream_t strea
     const size_t smem = ring > merge ? ring : merge;
     static bool raised = false; /* once per instantiation: the tail's static smem counts too */
     if (!raised) {
-        const cudaError_t e = cudaFuncSetAttribute(kvattn_mma_kernel<D, KB, VB>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(kvattn_mma_kernel<D, KB, VB>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
+        /* the largest shared-memory carveout, so KVM_MIN_BLOCKS blocks fit per SM */
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(kvattn_mma_kernel<D, KB, VB>,
+                                     cudaFuncAttributePreferredSharedMemoryCarveout, 100);
         if (e != cudaSuccess) return e;
         raised = true;
     }
