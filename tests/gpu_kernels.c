@@ -18,74 +18,9 @@
 #include "cuda_check.h"
 #include "kernels.h"
 #include "kernels_cuda.h"
+#include "gpu_util.h"
 
-/* ---- device, streams, buffers ---- */
-
-static const char *gpu_missing(void) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n); /* fails (e.g. no driver) rather than reporting 0 */
-    if (e != cudaSuccess) return cudaGetErrorString(e);
-    return n > 0 ? NULL : "cudaGetDeviceCount found 0 devices";
-}
-
-#define REQUIRE_GPU()                                                                              \
-    do {                                                                                           \
-        const char *why_ = gpu_missing();                                                          \
-        if (why_) cr_skip_test("no usable CUDA device: %s", why_);                                 \
-    } while (0)
-
-static int quick_mode(void) {
-    const char *s = getenv("ASYMKV_GPU_QUICK");
-    return s && *s && strcmp(s, "0") != 0;
-}
-
-static cudaStream_t new_stream(void) {
-    cudaStream_t s;
-    CUDA_CHECK_EXIT(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    return s;
-}
-
-/* Device buffer filled with 0xff bytes: NaN as fp32 and fp16, -1 as int32. */
-static void *dev_poisoned(size_t bytes, cudaStream_t s) {
-    void *p = NULL;
-    CUDA_CHECK_EXIT(cudaMalloc(&p, bytes ? bytes : 1));
-    CUDA_CHECK_EXIT(cudaMemsetAsync(p, 0xff, bytes ? bytes : 1, s));
-    return p;
-}
-
-static void *dev_upload(const void *host, size_t bytes, cudaStream_t s) {
-    void *p = dev_poisoned(bytes, s);
-    CUDA_CHECK_EXIT(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, s));
-    CUDA_CHECK_EXIT(cudaStreamSynchronize(s)); /* host buffers may be freed right after */
-    return p;
-}
-
-/* Waits for the stream (surfacing asynchronous kernel errors) and copies back. */
-static void dev_download(void *host, const void *dev, size_t bytes, cudaStream_t s) {
-    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
-    CUDA_CHECK_EXIT(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, s));
-    CUDA_CHECK_EXIT(cudaStreamSynchronize(s));
-}
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    cr_assert(p, "out of host memory (%zu bytes)", bytes);
-    return p;
-}
-
-/* ---- seeded data ---- */
-
-static uint32_t rng_next(uint32_t *s) { /* xorshift32 */
-    uint32_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return *s = x;
-}
-
-static float rng_uniform(uint32_t *s, float lo, float hi) {
-    return lo + (hi - lo) * (float)((rng_next(s) >> 8) * (1.0 / 16777216.0));
-}
+/* ---- data (device helpers and the generator: gpu_util.h) ---- */
 
 static void fill(float *x, size_t n, float lo, float hi, uint32_t *s) {
     for (size_t i = 0; i < n; i++)
