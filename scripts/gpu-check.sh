@@ -205,7 +205,7 @@ fi
   if [ -f "$LOGS/gpu-tests.log" ]; then
     grep -E "^kvattn .*FAIL|^kvquant .*[1-9][0-9]* (bytes|units) differ" "$LOGS/gpu-tests.log" \
       | sed 's/^/  /' | head -n 20
-    grep -cE "^kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
+    grep -cE "^([0-9]+: )?kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
   fi
   [ -f "$LOGS/bench_decode_attn.csv" ] && bench_table
   printf '%-16s %-5s %7s  %s\n' step state seconds note
