@@ -81,6 +81,10 @@ typedef struct comm_opts {
 akv_status comm_open(comm_t **out, const comm_world *w, const comm_opts *o, akv_err *err);
 void comm_close(comm_t *c); /* NULL-safe; not collective */
 
+/* NCCL: the compute stream transfers are ordered against from now on (see comm_opts.stream);
+ * no effect on MPI. For callers whose stream exists only after comm_open. */
+void comm_set_stream(comm_t *c, void *stream);
+
 int comm_rank(const comm_t *c);
 int comm_size(const comm_t *c);
 comm_kind comm_get_kind(const comm_t *c);

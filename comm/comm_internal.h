@@ -29,6 +29,7 @@ void comm_idle(long *spins);
 /* The NCCL data path. Without CUDA in the build, open fails and the rest are never reached. */
 akv_status comm_nccl_open(comm_t *c, void *stream, akv_err *err);
 void comm_nccl_close(comm_t *c, int abort_ops);
+void comm_nccl_set_stream(comm_t *c, void *stream);
 akv_status comm_nccl_group_begin(comm_t *c, akv_err *err);
 akv_status comm_nccl_send(comm_t *c, int peer, const float *x, size_t n, akv_err *err);
 akv_status comm_nccl_recv(comm_t *c, int peer, float *x, size_t n, akv_err *err);

@@ -73,6 +73,10 @@ fail:
     return AKV_OK;
 }
 
+void comm_nccl_set_stream(comm_t *c, void *stream) {
+    if (c->nccl) c->nccl->compute = (cudaStream_t)stream;
+}
+
 void comm_nccl_close(comm_t *c, int abort_ops) {
     struct comm_nccl *n = c->nccl;
     if (!n) return;
@@ -163,6 +167,7 @@ akv_status comm_nccl_open(comm_t *c, void *stream, akv_err *err) {
     return akv_fail(err, AKV_EINPUT, "this build has no NCCL (configure with -DASYMKV_CUDA=ON)");
 }
 void comm_nccl_close(comm_t *c, int abort_ops) { (void)c; (void)abort_ops; }
+void comm_nccl_set_stream(comm_t *c, void *stream) { (void)c; (void)stream; }
 akv_status comm_nccl_group_begin(comm_t *c, akv_err *err) { (void)c; (void)err; return AKV_OK; }
 akv_status comm_nccl_send(comm_t *c, int peer, const float *x, size_t n, akv_err *err) {
     (void)c; (void)peer; (void)x; (void)n;

@@ -14,6 +14,10 @@ int comm_rank(const comm_t *c) { return c->rank; }
 int comm_size(const comm_t *c) { return c->size; }
 comm_kind comm_get_kind(const comm_t *c) { return c->kind; }
 
+void comm_set_stream(comm_t *c, void *stream) {
+    if (c->kind == COMM_NCCL) comm_nccl_set_stream(c, stream);
+}
+
 void comm_idle(long *spins) {
     long s = (*spins)++;
     if (s < 64) return;

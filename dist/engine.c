@@ -58,22 +58,31 @@ static akv_status resolve_spans(engine_t *e, const int *layers, akv_err *err) {
     return AKV_OK;
 }
 
-/* Pipeline buffers of this rank; the logits ones only on the last rank. */
+/* Pipeline buffers of this rank (activations in the stage's memory, host copies when the
+ * stage is on the device but the transport moves host memory); the sampling tables only on
+ * the last rank. */
 static akv_status alloc_buffers(engine_t *e, akv_err *err) {
     const size_t T = (size_t)e->max_tokens, H = (size_t)e->cfg.hidden;
-    for (int i = 0; i < 2; i++) {
-        e->x[i] = malloc(T * H * sizeof(float));
+    akv_status st = AKV_OK;
+    const int host_copy = e->comm && e->size > 1 && stage_get_backend(e->stage) != STAGE_CPU &&
+                          comm_get_kind(e->comm) == COMM_MPI;
+    for (int i = 0; !st && i < 2; i++) {
+        st = stage_act_alloc(e->stage, T * H, &e->x[i], err);
         e->hdr[i] = calloc((size_t)PIPE_HDR_INTS(e->max_tokens), sizeof(int32_t));
+        if (host_copy) e->xh[i] = malloc(T * H * sizeof(float));
     }
+    if (st) return st;
     e->ids = calloc(T, sizeof(int32_t));
     e->res = calloc((size_t)PIPE_RES_INTS(e->max_tokens), sizeof(int32_t));
-    int ok = e->x[0] && e->x[1] && e->hdr[0] && e->hdr[1] && e->ids && e->res;
+    int ok = e->hdr[0] && e->hdr[1] && e->ids && e->res && (!host_copy || (e->xh[0] && e->xh[1]));
     if (ok && e->rank == e->size - 1) {
-        e->xg = malloc(T * H * sizeof(float));
-        e->logits = malloc(T * (size_t)e->cfg.vocab_size * sizeof(float));
         e->slot_prompt = calloc((size_t)e->o.batch, sizeof(int));
         e->slot_step = calloc((size_t)e->o.batch, sizeof(int));
-        ok = e->xg && e->logits && e->slot_prompt && e->slot_step;
+        e->srow = calloc(T, sizeof(int32_t));
+        e->sslot = calloc(T, sizeof(int32_t));
+        e->ssp = calloc(T, sizeof *e->ssp);
+        e->srng = calloc(T, sizeof(uint64_t));
+        ok = e->slot_prompt && e->slot_step && e->srow && e->sslot && e->ssp && e->srng;
     }
     return ok ? AKV_OK : akv_fail(err, AKV_ERUNTIME, "out of host memory for pipeline buffers");
 }
@@ -89,11 +98,10 @@ static void read_hooks(engine_t *e) {
 /* Everything one rank does to open, before the ranks agree on the outcome. */
 /* The cache must have allocated exactly design §4's formula (kvcfg_layer_bytes) per layer. */
 static akv_status check_kv_bytes(const engine_t *e, akv_err *err) {
-    const kvcache *kv = stage_kvcache(e->stage);
     for (int l = e->w.layer_begin; e->o.kv && l < e->w.layer_end; l++) {
         size_t want = kvcfg_layer_bytes(e->o.kv, l, e->cfg.n_kv_heads, e->cfg.head_dim, e->o.ctx,
                                         e->o.batch);
-        size_t got = kvcache_layer_bytes(kv, l - e->w.layer_begin);
+        size_t got = stage_kv_layer_bytes(e->stage, l - e->w.layer_begin);
         if (got != want)
             return akv_fail(err, AKV_ERUNTIME, "internal: layer %d's KV cache holds %zu bytes, "
                             "the formula says %zu", l, got, want);
@@ -118,9 +126,21 @@ static akv_status open_local(engine_t *e, akv_err *err) {
                      e->rank == e->size - 1, err);
     e->max_tokens = o->prefill_chunk > o->batch ? o->prefill_chunk : o->batch;
     stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv,
-                     .diag = o->diag};
+                     .diag = o->diag, .backend = o->backend, .device = o->device};
     if (!s) s = stage_init(&e->stage, &e->cfg, &e->w, &so, err);
-    if (!s) s = check_kv_bytes(e, err);
+    if (s) return s;
+    e->has_embed = e->w.embed != NULL && e->rank == 0;
+    e->has_head = e->w.lm_head != NULL;
+    e->weight_bytes = e->w.bytes;
+    if (o->backend == STAGE_CUDA) { /* the device holds the weights now (bf16) */
+        const int b = e->w.layer_begin, en = e->w.layer_end;
+        weights_free(&e->w);
+        e->w.layer_begin = b, e->w.layer_end = en;
+        e->weight_bytes = stage_weight_bytes(e->stage);
+        if (e->comm && comm_get_kind(e->comm) == COMM_NCCL)
+            comm_set_stream(e->comm, stage_stream(e->stage));
+    }
+    s = check_kv_bytes(e, err);
     if (!s) s = alloc_buffers(e, err);
     return s;
 }
@@ -147,17 +167,20 @@ akv_status engine_open(engine_t **out, const engine_opts *o, akv_err *err) {
 
 void engine_close(engine_t *e) {
     if (!e) return;
+    for (int i = 0; i < 2; i++) {
+        if (e->stage) stage_act_free(e->stage, e->x[i]);
+        free(e->xh[i]);
+        free(e->hdr[i]);
+    }
     stage_free(e->stage);
     weights_free(&e->w);
     st_close(e->st);
-    for (int i = 0; i < 2; i++) {
-        free(e->x[i]);
-        free(e->hdr[i]);
-    }
     free(e->ids);
     free(e->res);
-    free(e->xg);
-    free(e->logits);
+    free(e->srow);
+    free(e->sslot);
+    free(e->ssp);
+    free(e->srng);
     free(e->slot_prompt);
     free(e->slot_step);
     free(e->begin);
@@ -166,8 +189,9 @@ void engine_close(engine_t *e) {
 }
 
 const model_config *engine_config(const engine_t *e) { return &e->cfg; }
-size_t engine_weight_bytes(const engine_t *e) { return e->w.bytes; }
-size_t engine_kv_bytes(const engine_t *e) { return kvcache_bytes(stage_kvcache(e->stage)); }
+size_t engine_weight_bytes(const engine_t *e) { return e->weight_bytes; }
+size_t engine_kv_bytes(const engine_t *e) { return stage_kv_bytes(e->stage); }
+stage_backend engine_backend(const engine_t *e) { return stage_get_backend(e->stage); }
 int engine_rank(const engine_t *e) { return e->rank; }
 int engine_ranks(const engine_t *e) { return e->size; }
 int engine_micro_batches(const engine_t *e) { return e->micro; }
@@ -193,8 +217,8 @@ akv_status engine_placement(engine_t *e, engine_rank_info *rows, akv_err *err) {
     memset(&me, 0, sizeof me);
     me.layer_begin = e->begin[e->rank];
     me.layer_end = e->end[e->rank];
-    me.embed = e->w.embed != NULL && e->rank == 0;
-    me.head = e->w.lm_head != NULL;
+    me.embed = e->has_embed;
+    me.head = e->has_head;
     me.weight_bytes = (int64_t)engine_weight_bytes(e);
     me.kv_bytes = (int64_t)engine_kv_bytes(e);
     if (gethostname(me.host, sizeof me.host - 1)) snprintf(me.host, sizeof me.host, "?");
@@ -305,27 +329,13 @@ static akv_status sampling_begin(engine_t *e, const engine_seq *seqs, int P, int
     e->gen_P = P;
     e->gen_new = n_new;
     if (e->rank != e->size - 1) return AKV_OK;
-    int need = 0;
-    for (int i = 0; i < P; i++) need |= seqs[i].sp != NULL;
-    if (!need) return AKV_OK;
-    e->hist = calloc((size_t)P, sizeof *e->hist);
-    e->samp_scratch = malloc(sampler_scratch_floats(e->cfg.vocab_size) * sizeof(float));
-    if (!e->hist || !e->samp_scratch) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
-    for (int i = 0; i < P; i++) {
-        if (!seqs[i].prompt) return akv_fail(err, AKV_ERUNTIME, "sampling needs the prompts on the last rank");
-        e->hist[i] = malloc((size_t)(seqs[i].T + n_new) * sizeof(int32_t));
-        if (!e->hist[i]) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
-        memcpy(e->hist[i], seqs[i].prompt, (size_t)seqs[i].T * sizeof(int32_t));
-    }
+    for (int i = 0; i < P; i++) /* the stage's histories start from the prompts */
+        if (seqs[i].sp && !seqs[i].prompt)
+            return akv_fail(err, AKV_ERUNTIME, "sampling needs the prompts on the last rank");
     return AKV_OK;
 }
 
 static void sampling_end(engine_t *e) {
-    for (int i = 0; e->hist && i < e->gen_P; i++) free(e->hist[i]);
-    free(e->hist);
-    free(e->samp_scratch);
-    e->hist = NULL;
-    e->samp_scratch = NULL;
     e->gen = NULL;
     e->gen_P = 0;
 }

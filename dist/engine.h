@@ -21,6 +21,7 @@
 #include "kvconfig.h"
 #include "kvdiag.h"
 #include "sampling.h"
+#include "stage.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,6 +41,8 @@ typedef struct engine_opts {
     comm_t *comm;      /* the pipeline's transport; NULL = one process holds every layer */
     const kv_config *kv; /* per-layer K/V widths; NULL = fp16 */
     int diag;            /* measure K-only vs V-only attention error per layer (kvdiag.h) */
+    stage_backend backend; /* STAGE_CPU or STAGE_CUDA (this rank's) */
+    int device;            /* CUDA ordinal for STAGE_CUDA */
 } engine_opts;
 
 /* Loads config.json, validates the checkpoint and loads this rank's span of weights. */
@@ -49,6 +52,7 @@ void engine_close(engine_t *e); /* NULL-safe; not collective */
 const model_config *engine_config(const engine_t *e);
 size_t engine_weight_bytes(const engine_t *e); /* this rank's */
 size_t engine_kv_bytes(const engine_t *e);     /* this rank's */
+stage_backend engine_backend(const engine_t *e);
 int engine_rank(const engine_t *e);
 int engine_ranks(const engine_t *e);
 int engine_micro_batches(const engine_t *e);   /* resolved */

@@ -19,18 +19,21 @@ struct engine {
     int micro;           /* resolved micro-batches */
     int max_tokens;      /* most tokens of one item: max(prefill chunk, batch) */
     int *begin, *end;    /* [size] layer spans of every rank */
-    float *x[2];         /* [max_tokens][hidden] the item computed / the one arriving */
+    float *x[2];         /* [max_tokens][hidden] the item computed / the one arriving, in the
+                            stage's memory (device for the CUDA backend) */
+    float *xh[2];        /* host copies of x for a host transport (CUDA stage + MPI), else NULL */
     int32_t *hdr[2];     /* [PIPE_HDR_INTS] their headers */
     int32_t *ids;        /* [max_tokens] token ids rank 0 embeds */
     int32_t *res;        /* [PIPE_RES_INTS] sampled ids, last rank -> rank 0 */
-    float *xg;           /* [max_tokens][hidden] last row of each run (last rank) */
-    float *logits;       /* [max_tokens][vocab] logits of those rows (last rank) */
+    int32_t *srow, *sslot; /* [max_tokens] rows / slots sampled (last rank) */
+    const sampler_params **ssp; /* [max_tokens] their samplers (NULL = greedy) */
+    uint64_t *srng;      /* [max_tokens] their RNG states */
+    int has_embed, has_head; /* this rank's extras */
+    size_t weight_bytes; /* this rank's weights as the stage holds them */
     int *slot_prompt;    /* [batch] prompt index in each slot (last rank, for sampling) */
     int *slot_step;      /* [batch] tokens sampled so far in each slot (last rank) */
     const engine_seq *gen; /* generate: the sequences (last rank: their sampling params) */
     int gen_P, gen_new;
-    int32_t **hist;      /* [gen_P] prompt + sampled ids (last rank, repetition penalty) */
-    float *samp_scratch; /* sampler_scratch_floats(vocab) (last rank) */
     float *out_logits;   /* engine_logits' [out_rows][vocab] output (last rank) */
     int out_rows;
     /* Test hooks (ASYMKV_TEST_FAIL_RANK / ASYMKV_TEST_KILL_RANK / ASYMKV_TEST_FAIL_TICK):

@@ -28,41 +28,39 @@ static akv_status run_hooks(const engine_t *e, long t, akv_err *err) {
     return AKV_OK;
 }
 
-/* HOOK(sampling): greedy for now. runtime/sampling.h's sample_token() plugs in here, its RNG
- * state being sampler_rng(seed, prompt, step): the prompt's index in the job and the token's
- * step, which the last rank tracks per slot (PIPE_FRESH items carry the prompt index), so a
- * seed gives the same tokens for any number of ranks or micro-batches. The repetition
- * penalty's history is the prompt (every rank has all prompts) plus the ids sampled here. */
-static int32_t pick_token(const engine_t *e, int prompt, int step, const float *logits) {
+/* Last rank: the sampler of a row. Its RNG state is sampler_rng(seed, prompt, step): the
+ * prompt's index in the job and the token's step, which the last rank tracks per slot
+ * (PIPE_FRESH items carry the prompt index), so a seed gives the same tokens for any number of
+ * ranks or micro-batches. The repetition penalty's history (prompt + sampled ids) is the
+ * stage's, per slot, set from the prompt when the sequence enters its slot. */
+static const sampler_params *row_sampler(const engine_t *e, int prompt, int step,
+                                         uint64_t *rng) {
     const engine_seq *q = e->gen && prompt >= 0 && prompt < e->gen_P ? &e->gen[prompt] : NULL;
-    if (!q || !q->sp || !e->hist || step >= e->gen_new) return argmax_ref(logits, e->cfg.vocab_size);
-    uint64_t rng = sampler_rng(q->sp->seed, (uint64_t)prompt, (uint64_t)step);
-    int32_t *h = e->hist[prompt];
-    int32_t t = sample_token(logits, e->cfg.vocab_size, q->sp, h, q->T + step, &rng,
-                             e->samp_scratch);
-    h[q->T + step] = t;
-    return t;
+    *rng = 0;
+    if (!q || !q->sp || step >= e->gen_new) return NULL;
+    *rng = sampler_rng(q->sp->seed, (uint64_t)prompt, (uint64_t)step);
+    return q->sp;
 }
 
-/* Last rank: the head of the last token of each run of one sequence, then one id per run. */
+/* Last rank: the head of the last token of each run of one sequence, then one id per run,
+ * sampled by the stage (on the device for CUDA; only the ids come back). */
 static akv_status sample_runs(engine_t *e, const int32_t *h, const float *x, akv_err *err) {
-    const int n = h[H_N], H = e->cfg.hidden;
+    const int n = h[H_N];
     const int32_t *seq = h + H_SEQ;
     int runs = 0;
     for (int i = 0; i < n; i++)
-        if (i == n - 1 || seq[i + 1] != seq[i])
-            memcpy(e->xg + (size_t)runs++ * H, x + (size_t)i * H, (size_t)H * sizeof(float));
-    akv_status st = stage_head(e->stage, runs, e->xg, e->logits, err);
-    if (st) return st;
+        if (i == n - 1 || seq[i + 1] != seq[i]) {
+            const int slot = seq[i];
+            e->srow[runs] = i;
+            e->sslot[runs] = slot;
+            e->ssp[runs] = row_sampler(e, e->slot_prompt[slot], e->slot_step[slot]++,
+                                       &e->srng[runs]);
+            runs++;
+        }
     e->res[R_ID] = h[H_ID];
     e->res[R_N] = runs;
-    for (int r = 0, i = 0; i < n; i++)
-        if (i == n - 1 || seq[i + 1] != seq[i]) {
-            const float *row = e->logits + (size_t)r * e->cfg.vocab_size;
-            int slot = seq[i];
-            e->res[R_IDS + r++] = pick_token(e, e->slot_prompt[slot], e->slot_step[slot]++, row);
-        }
-    return AKV_OK;
+    return stage_sample(e->stage, runs, e->srow, e->sslot, e->ssp, e->srng, x, e->res + R_IDS,
+                        err);
 }
 
 /* Last rank, engine_logits: the head of every token straight into the output rows. */
@@ -82,8 +80,13 @@ static akv_status compute(engine_t *e, const int32_t *h, float *x, akv_err *err)
     if (h[H_FLAGS] & PIPE_FRESH) {
         stage_seq_reset(e->stage, seq[0]);
         if (e->slot_prompt) { /* last rank: a new sequence's sampling state */
-            e->slot_prompt[seq[0]] = h[H_PROMPT];
+            const int p = h[H_PROMPT];
+            e->slot_prompt[seq[0]] = p;
             e->slot_step[seq[0]] = 0;
+            const engine_seq *q = e->gen && p >= 0 && p < e->gen_P ? &e->gen[p] : NULL;
+            if (q && q->sp && q->prompt && (st = stage_hist_set(e->stage, seq[0], q->prompt, q->T,
+                                                                err)))
+                return st;
         }
     }
     if (e->rank == 0 && (st = stage_embed(e->stage, e->ids, n, x, err))) return st;
@@ -123,20 +126,26 @@ static akv_status exchange_control(engine_t *e, const int32_t *hw, int32_t *hi, 
     return st ? st : se;
 }
 
-/* Exchange 2: the activations the headers announced (in the backend's memory: host for the
- * CPU backend and the MPI transport, device for NCCL). */
-static akv_status exchange_data(engine_t *e, const int32_t *hw, const float *xw,
-                                const int32_t *hi, float *xi, akv_err *err) {
+/* Exchange 2: the activations the headers announced, in the transport's memory: the stage's
+ * buffers (host for the CPU backend, device for NCCL), or host copies xh when a CUDA stage
+ * talks over MPI (ranks sharing a GPU). */
+static akv_status exchange_data(engine_t *e, int cur, const int32_t *hw, const int32_t *hi,
+                                akv_err *err) {
     const int s = e->rank, L = e->size - 1;
     const size_t H = (size_t)e->cfg.hidden;
     int recv = s > 0 && hw[H_KIND] != PIPE_STOP;
+    int send = s < L && hw[H_KIND] == PIPE_WORK;
+    const size_t n_out = send ? (size_t)hw[H_N] * H : 0;
+    float *xw = e->xh[cur] ? e->xh[cur] : e->x[cur], *xi = e->xh[cur ^ 1] ? e->xh[cur ^ 1] : e->x[cur ^ 1];
     akv_status st = recv ? check_header(e, hi, err) : AKV_OK;
+    if (!st && send && e->xh[cur]) st = stage_act_to_host(e->stage, xw, e->x[cur], n_out, err);
     if (st || (st = comm_group_begin(e->comm, err))) return st;
-    if (s < L && hw[H_KIND] == PIPE_WORK)
-        st = comm_send_act(e->comm, s + 1, xw, (size_t)hw[H_N] * H, err);
-    if (!st && recv && hi[H_KIND] == PIPE_WORK)
-        st = comm_recv_act(e->comm, s - 1, xi, (size_t)hi[H_N] * H, err);
+    if (send) st = comm_send_act(e->comm, s + 1, xw, n_out, err);
+    recv = recv && hi[H_KIND] == PIPE_WORK;
+    if (!st && recv) st = comm_recv_act(e->comm, s - 1, xi, (size_t)hi[H_N] * H, err);
     akv_status se = comm_group_end(e->comm, err); /* closes the group after a failed post too */
+    if (!st && !se && recv && e->xh[cur ^ 1])
+        st = stage_act_from_host(e->stage, e->x[cur ^ 1], xi, (size_t)hi[H_N] * H, err);
     return st ? st : se;
 }
 
@@ -165,7 +174,7 @@ static akv_status tick(engine_t *e, sched_t *sc, long t, int cur, uint8_t *expec
         return expect[0] ? take_result(e, sc, t, err) : AKV_OK;
     int want = s == 0 && t >= L && expect[(t - L) % e->size];
     st = exchange_control(e, hw, e->hdr[cur ^ 1], want, err);
-    if (!st) st = exchange_data(e, hw, e->x[cur], e->hdr[cur ^ 1], e->x[cur ^ 1], err);
+    if (!st) st = exchange_data(e, cur, hw, e->hdr[cur ^ 1], err);
     if (!st && want) st = take_result(e, sc, t - L, err);
     return st;
 }

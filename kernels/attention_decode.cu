@@ -166,7 +166,7 @@ extern "C" cudaError_t attention_decode_cuda(const attention_decode_args *a, cud
     AKV_REQUIRE(a->n_batch >= 0 && a->n_batch <= 65535 && a->max_len > 0);
     AKV_REQUIRE(a->n_heads > 0 && a->n_kv_heads > 0 && a->n_heads % a->n_kv_heads == 0);
     const int D = a->head_dim;
-    AKV_REQUIRE(D == 64 || D == 80 || D == 96 || D == 128);
+    AKV_REQUIRE(D == 16 || D == 32 || D == 64 || D == 80 || D == 96 || D == 128);
     AKV_REQUIRE(((uintptr_t)a->k | (uintptr_t)a->v) % 16 == 0 && a->seq_stride % 8 == 0);
     AKV_REQUIRE(((uintptr_t)a->q | (uintptr_t)a->out | (uintptr_t)a->workspace) % 8 == 0);
     AKV_REQUIRE(a->max_len <= 0x7fffffff - DEC_MAX_SPLITS * BC);
@@ -181,6 +181,12 @@ extern "C" cudaError_t attention_decode_cuda(const attention_decode_args *a, cud
     float *ml_part = o_part + (size_t)a->n_batch * a->n_heads * n_splits * D;
     const dim3 grid(n_splits, a->n_kv_heads * hchunks, a->n_batch);
     switch (D) {
+    case 16:
+        split_launch<16>(a, grid, hchunks, split_len, n_splits, o_part, ml_part, stream);
+        break;
+    case 32:
+        split_launch<32>(a, grid, hchunks, split_len, n_splits, o_part, ml_part, stream);
+        break;
     case 64:
         split_launch<64>(a, grid, hchunks, split_len, n_splits, o_part, ml_part, stream);
         break;

@@ -6,7 +6,7 @@
  * memory with cp.async (V lands while the warps compute Q·K^T on the tensor cores), each warp
  * updates its online softmax and accumulates P·V in registers. Memory is O(tile): no n_q x keys
  * buffer. Query tiles run latest-first (the causal triangle makes them the longest), and a warp
- * skips tiles that lie wholly past its last query. D = 64, 80, 96 or 128.
+ * skips tiles that lie wholly past its last query. D = 16, 32, 64, 80, 96 or 128.
  * Precision: Q and P enter the tensor cores as fp16; softmax, sums and accumulation are fp32.
  * Twin: attention_ref.c fed the same fp16 K/V as fp32 (tolerance in tests/gpu_kernels.c).
  * Test: ./build-cuda/tests/gpu_kernels --filter attention_prefill/matches_twin (and
@@ -76,7 +76,8 @@ extern "C" cudaError_t attention_prefill_cuda(float *out, const float *q, const 
     AKV_REQUIRE(out && q && k && v && n_q >= 0 && pos0 >= 0);
     AKV_REQUIRE(stream != nullptr); /* never the legacy default stream */
     AKV_REQUIRE(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0 && n_heads <= 65535);
-    AKV_REQUIRE(head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 128);
+    AKV_REQUIRE(head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 80 ||
+                head_dim == 96 || head_dim == 128);
     AKV_REQUIRE(((uintptr_t)k | (uintptr_t)v) % 16 == 0 &&
                 ((uintptr_t)q | (uintptr_t)out) % 8 == 0);
     AKV_REQUIRE((long long)pos0 + n_q <= 0x7fffffff - BC);
@@ -84,6 +85,12 @@ extern "C" cudaError_t attention_prefill_cuda(float *out, const float *q, const 
     const dim3 grid((n_q + PF_ROWS - 1) / PF_ROWS, n_heads);
     const float qs = scale * LOG2E;
     switch (head_dim) {
+    case 16:
+        prefill_launch<16>(grid, stream, out, q, k, v, n_q, pos0, n_heads, n_kv_heads, qs);
+        break;
+    case 32:
+        prefill_launch<32>(grid, stream, out, q, k, v, n_q, pos0, n_heads, n_kv_heads, qs);
+        break;
     case 64:
         prefill_launch<64>(grid, stream, out, q, k, v, n_q, pos0, n_heads, n_kv_heads, qs);
         break;

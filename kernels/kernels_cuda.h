@@ -66,7 +66,7 @@ akv_status matmul_cuda(matmul_ctx *ctx, float *out, const float *x, const uint16
 
 /* ---- attention over an fp16 K/V cache (fp16 Q and P on the tensor cores, fp32 softmax and
  * accumulation; agrees with attention_ref fed the same fp16 K/V to ~1e-3, see the tests) ----
- * Supported head_dim: 64, 80, 96, 128. Cache rows: position t, kv head g at
+ * Supported head_dim: 16, 32, 64, 80, 96, 128. Cache rows: position t, kv head g at
  * (t * n_kv_heads + g) * head_dim halves from a sequence's base; bases 16-byte aligned. */
 
 /* Causal prefill of one sequence, as attention_ref: q, out [n_q][n_heads][head_dim]; k, v fp16
@@ -154,6 +154,36 @@ typedef struct kvq_flush_args {
     int n_jobs, n_kv_heads, head_dim, group, k_bits, v_bits;
 } kvq_flush_args;
 cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stream);
+
+/* x[i] = fp32(fp16(x[i])), round to nearest even: kvq_round_f16's twin (what the cache stores). */
+cudaError_t kvq_round_f16_cuda(float *x, size_t n, cudaStream_t stream);
+
+/* The prefill path of a compressed layer (runtime/stage_cuda.c): one sequence's stored positions
+ * as dense fp16 rows, then the chunk's new rows, attention over them, and the commit back.
+ *  kvq_dense_cuda: k, v [len][n_kv_heads][head_dim] fp16 = the stored positions [0, len) of
+ *    *seq (device; its counts kq, vq, caps are used, len is given here): quantized positions
+ *    dequantized (q * scale + zero in fp32, rounded to fp16), window positions copied. Twin:
+ *    kvq_view_dequantize (fp32), equal up to that fp16 rounding.
+ *  kvq_commit_cuda: after the chunk's rows [len, len_new) were written into the same dense
+ *    k, v, brings the cache to its state after appending them (counts planned on the host with
+ *    kvq_append_plan token by token): key blocks [kq, kq_new) and values [vq, vq_new) quantized
+ *    from the dense rows (bit-identical to kvq_quantize_group on the same fp16 values, which the
+ *    window held exactly), then window slots p % cap written for keys [k_win0, len_new) and
+ *    values [v_win0, len_new). A 16-bit tensor's "window" is its whole context. */
+typedef struct kvq_commit_args {
+    const kvq_seq_dev *seq;        /* (device) */
+    const uint16_t *k, *v;         /* dense fp16 [len_new][n_kv_heads][head_dim] (device) */
+    int kq, kq_new, vq, vq_new;    /* quantized counts before / after */
+    int k_win0, v_win0, len_new;   /* window rows to write */
+    int n_kv_heads, head_dim, group, k_bits, v_bits;
+} kvq_commit_args;
+cudaError_t kvq_dense_cuda(uint16_t *k, uint16_t *v, const kvq_seq_dev *seq, int len,
+                           int n_kv_heads, int head_dim, int group, int k_bits, int v_bits,
+                           cudaStream_t stream);
+cudaError_t kvq_commit_cuda(const kvq_commit_args *a, cudaStream_t stream);
+
+/* dst[i] = fp16(src[i]) (round to nearest even). */
+cudaError_t f32_to_f16_cuda(uint16_t *dst, const float *src, size_t n, cudaStream_t stream);
 
 /* Decode attention over the compressed cache, one new query per sequence: kvattn_ref with
  * n_q = 1 for each sequence (its stored positions plus the new token, whose k/v are passed in),

@@ -10,6 +10,9 @@
  *       128 threads: thread c quantizes the G keys of channel c of one key block.
  *  kvq_flush_cuda: a list of key-block / value jobs (prefill), grid (n_jobs, n_kv_heads):
  *    a thread per channel (keys) or per channel group (values).
+ *  kvq_dense_cuda / kvq_commit_cuda: the prefill path of a compressed layer (kernels_cuda.h):
+ *    a thread per element (dense rows, window rows), per channel (key blocks), per channel group
+ *    (values); kvq_round_f16_cuda and f32_to_f16_cuda: a thread per element.
  * Every group is quantized by one thread, sequentially and in the twin's order (min/max ties,
  * the fp16 roundings of scale and zero, rintf on (x - zero) / scale with IEEE division), so the
  * bytes match kvq_quantize_group exactly. Test: ./build-gpu/tests/gpu_kvattn --filter
@@ -122,6 +125,104 @@ static __global__ void __launch_bounds__(KVQ_THREADS)
     }
 }
 
+/* Dequantized element i of a storage unit (fp32 q * scale + zero, as kvq_dequantize_group). */
+static __device__ __forceinline__ float unit_load(const uint8_t *unit, int bits, int group, int i) {
+    const uint32_t *w = reinterpret_cast<const uint32_t *>(unit);
+    const int bit = i * bits;
+    const uint32_t q = (w[bit >> 5] >> (bit & 31)) & ((1u << bits) - 1u);
+    const uint32_t sz = w[group * bits / 32];
+    const float s = __half2float(__ushort_as_half((unsigned short)(sz & 0xffffu)));
+    const float z = __half2float(__ushort_as_half((unsigned short)(sz >> 16)));
+    return (float)q * s + z;
+}
+
+static __global__ void dense_kernel(__half *k, __half *v, const kvq_seq_dev *seqp, int len, int H,
+                                    int D, int G, int k_bits, int v_bits) {
+    const kvq_seq_dev s = *seqp;
+    const size_t row = (size_t)H * D, n = (size_t)len * row;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int p = (int)(i / row), e = (int)(i % row), g = e / D, c = e % D;
+        if (k_bits <= 4 && p < s.kq) {
+            const uint8_t *u = s.k_quant + (((size_t)(p / G) * H + g) * D + c) * unit_bytes(k_bits, G);
+            k[i] = __float2half_rn(unit_load(u, k_bits, G, p % G));
+        } else {
+            k[i] = reinterpret_cast<const __half *>(s.k_win)[(size_t)(p % s.k_cap) * row + e];
+        }
+        if (v_bits <= 4 && p < s.vq) {
+            const uint8_t *u = s.v_quant + (((size_t)p * H + g) * (D / G) + c / G) * unit_bytes(v_bits, G);
+            v[i] = __float2half_rn(unit_load(u, v_bits, G, c % G));
+        } else {
+            v[i] = reinterpret_cast<const __half *>(s.v_win)[(size_t)(p % s.v_cap) * row + e];
+        }
+    }
+}
+
+/* Key blocks kb0 + blockIdx.x of head blockIdx.y, from the dense rows. */
+static __global__ void __launch_bounds__(KVQ_THREADS)
+    commit_keys_kernel(const kvq_seq_dev *seqp, const __half *k, int kb0, int H, int D, int G,
+                       int bits) {
+    const kvq_seq_dev s = *seqp;
+    const int blk = kb0 + blockIdx.x, g = blockIdx.y, p0 = blk * G;
+    const size_t row = (size_t)H * D;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        const __half *src = k + (size_t)p0 * row + (size_t)g * D + c;
+        auto load = [&](int i) { return __half2float(src[(size_t)i * row]); };
+        quantize_unit(s.k_quant + (((size_t)blk * H + g) * D + c) * unit_bytes(bits, G), load, bits,
+                      G);
+    }
+}
+
+/* Value of position v0 + blockIdx.x, head blockIdx.y, from the dense rows. */
+static __global__ void __launch_bounds__(KVQ_THREADS)
+    commit_values_kernel(const kvq_seq_dev *seqp, const __half *v, int v0, int H, int D, int G,
+                         int bits) {
+    const kvq_seq_dev s = *seqp;
+    const int p = v0 + blockIdx.x, g = blockIdx.y;
+    for (int j = threadIdx.x; j < D / G; j += blockDim.x) {
+        const __half *src = v + ((size_t)p * H + g) * D + (size_t)j * G;
+        auto load = [&](int i) { return __half2float(src[i]); };
+        quantize_unit(s.v_quant + (((size_t)p * H + g) * (D / G) + j) * unit_bytes(bits, G), load,
+                      bits, G);
+    }
+}
+
+/* Window rows: keys [k0, len_new), values [v0, len_new) into slot p % cap. */
+static __global__ void commit_window_kernel(const kvq_seq_dev *seqp, const __half *k,
+                                            const __half *v, int k0, int v0, int len_new,
+                                            int row) {
+    const kvq_seq_dev s = *seqp;
+    const int first = k0 < v0 ? k0 : v0;
+    const size_t n = (size_t)(len_new - first) * row;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int p = first + (int)(i / row), e = (int)(i % row);
+        const size_t src = (size_t)p * row + e;
+        if (p >= k0)
+            reinterpret_cast<__half *>(s.k_win)[(size_t)(p % s.k_cap) * row + e] = k[src];
+        if (p >= v0)
+            reinterpret_cast<__half *>(s.v_win)[(size_t)(p % s.v_cap) * row + e] = v[src];
+    }
+}
+
+static __global__ void round_f16_kernel(float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] = __half2float(__float2half_rn(x[i]));
+}
+
+static __global__ void to_f16_kernel(__half *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2half_rn(src[i]);
+}
+
+/* Blocks of 256 threads for n elements, capped (grid-stride loops cover the rest). */
+static unsigned elem_blocks(size_t n) {
+    const size_t b = (n + 255) / 256;
+    return (unsigned)(b < 1 ? 1 : b > 8192 ? 8192 : b);
+}
+
 #ifndef KVA_EMULATE /* the CPU emulation runs the kernels itself */
 static bool width_ok(int bits) {
     return bits == 16 || bits == 4 || bits == 2 || bits == 1;
@@ -162,6 +263,70 @@ extern "C" cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stre
     flush_jobs_kernel<<<dim3(a->n_jobs, a->n_kv_heads), KVQ_THREADS, 0, stream>>>(
         a->seqs, a->jobs, a->n_kv_heads, a->head_dim, a->group, a->k_bits, a->v_bits);
     AKV_LAUNCH_CHECK();
+    return cudaSuccess;
+}
+extern "C" cudaError_t kvq_round_f16_cuda(float *x, size_t n, cudaStream_t stream) {
+    AKV_REQUIRE((x || n == 0) && stream != nullptr);
+    if (n == 0) return cudaSuccess;
+    round_f16_kernel<<<elem_blocks(n), 256, 0, stream>>>(x, n);
+    AKV_LAUNCH_CHECK();
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t f32_to_f16_cuda(uint16_t *dst, const float *src, size_t n,
+                                       cudaStream_t stream) {
+    AKV_REQUIRE(((dst && src) || n == 0) && stream != nullptr);
+    if (n == 0) return cudaSuccess;
+    to_f16_kernel<<<elem_blocks(n), 256, 0, stream>>>((__half *)dst, src, n);
+    AKV_LAUNCH_CHECK();
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t kvq_dense_cuda(uint16_t *k, uint16_t *v, const kvq_seq_dev *seq, int len,
+                                      int n_kv_heads, int head_dim, int group, int k_bits,
+                                      int v_bits, cudaStream_t stream) {
+    AKV_REQUIRE(k && v && seq && len >= 0 && stream != nullptr);
+    AKV_REQUIRE(width_ok(k_bits) && width_ok(v_bits));
+    AKV_REQUIRE(group == 32 || group == 64 || group == 128);
+    AKV_REQUIRE(head_dim > 0 && n_kv_heads > 0 && (v_bits == 16 || head_dim % group == 0));
+    if (len == 0) return cudaSuccess;
+    const size_t n = (size_t)len * n_kv_heads * head_dim;
+    dense_kernel<<<elem_blocks(n), 256, 0, stream>>>((__half *)k, (__half *)v, seq, len,
+                                                     n_kv_heads, head_dim, group, k_bits, v_bits);
+    AKV_LAUNCH_CHECK();
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t kvq_commit_cuda(const kvq_commit_args *a, cudaStream_t stream) {
+    AKV_REQUIRE(a && a->seq && a->k && a->v && stream != nullptr);
+    AKV_REQUIRE(width_ok(a->k_bits) && width_ok(a->v_bits));
+    AKV_REQUIRE(a->group == 32 || a->group == 64 || a->group == 128);
+    AKV_REQUIRE(a->head_dim > 0 && a->n_kv_heads > 0 && a->n_kv_heads <= 65535);
+    AKV_REQUIRE(a->v_bits == 16 || a->head_dim % a->group == 0);
+    AKV_REQUIRE(0 <= a->kq && a->kq <= a->kq_new && a->kq % a->group == 0 &&
+                a->kq_new % a->group == 0 && a->kq_new <= a->len_new);
+    AKV_REQUIRE(0 <= a->vq && a->vq <= a->vq_new && a->vq_new <= a->len_new);
+    AKV_REQUIRE(0 <= a->k_win0 && a->k_win0 <= a->len_new && 0 <= a->v_win0 &&
+                a->v_win0 <= a->len_new);
+    const int H = a->n_kv_heads, D = a->head_dim, G = a->group;
+    const __half *k = (const __half *)a->k, *v = (const __half *)a->v;
+    if (a->k_bits <= 4 && a->kq_new > a->kq) {
+        commit_keys_kernel<<<dim3((a->kq_new - a->kq) / G, H), KVQ_THREADS, 0, stream>>>(
+            a->seq, k, a->kq / G, H, D, G, a->k_bits);
+        AKV_LAUNCH_CHECK();
+    }
+    if (a->v_bits <= 4 && a->vq_new > a->vq) {
+        commit_values_kernel<<<dim3(a->vq_new - a->vq, H), KVQ_THREADS, 0, stream>>>(
+            a->seq, v, a->vq, H, D, G, a->v_bits);
+        AKV_LAUNCH_CHECK();
+    }
+    const int first = a->k_win0 < a->v_win0 ? a->k_win0 : a->v_win0;
+    if (first < a->len_new) {
+        const size_t n = (size_t)(a->len_new - first) * H * D;
+        commit_window_kernel<<<elem_blocks(n), 256, 0, stream>>>(a->seq, k, v, a->k_win0,
+                                                                 a->v_win0, a->len_new, H * D);
+        AKV_LAUNCH_CHECK();
+    }
     return cudaSuccess;
 }
 #endif

@@ -28,7 +28,7 @@ static const opt_def OPTS[] = {
     {"layers-per-rank", 0, OPT_STR, S(layers_per_rank), "LIST", NULL, "layer counts per rank instead of the planner, e.g. 10,12,10"},
     {"micro-batches", 0, OPT_INT, S(micro_batches), "M", "0", "decode micro-batches in flight over the pipeline ranks (0 = one per rank)"},
     {"prompts-file", 0, OPT_STR, S(prompts_file), "FILE", NULL, "several prompts, one line of whitespace-separated ids each; one output line per prompt"},
-    {"backend", 0, OPT_STR, S(backend), "auto|cpu|cuda", "auto", "where the model runs; auto = cpu in this version (the CUDA model backend is not wired yet: cuda is refused)"},
+    {"backend", 0, OPT_STR, S(backend), "auto|cpu|cuda", "auto", "where the model runs; auto = cuda when this rank sees a GPU (cpu for --diag/--search-kv and --kv fp32, which are CPU-only)"},
     {"tokenizer", 0, OPT_STR, S(tokenizer), "FILE", NULL, "tokenizer.json, or a model folder holding one"},
     {"text", 0, OPT_STR, S(text), "TEXT", NULL, "text to encode"},
     {"file", 0, OPT_STR, S(file), "FILE", NULL, "file whose text to encode (UTF-8)"},

@@ -11,6 +11,7 @@
 #include "io.h"
 #include "ranks.h"
 #include "sampling.h"
+#include "stage.h"
 #include "textio.h"
 
 akv_status check_common(const cli_settings *s, akv_err *err) {
@@ -18,9 +19,14 @@ akv_status check_common(const cli_settings *s, akv_err *err) {
     if (strcmp(s->backend, "auto") && strcmp(s->backend, "cpu") && strcmp(s->backend, "cuda"))
         return akv_fail(err, AKV_EINPUT, "--backend must be auto, cpu or cuda, not \"%s\"",
                         s->backend);
-    if (!strcmp(s->backend, "cuda"))
-        return akv_fail(err, AKV_EINPUT, "--backend cuda: this build has no CUDA model backend "
-                                         "yet (use --backend cpu)");
+    if (!strcmp(s->backend, "cuda") && stage_cuda_devices() == 0)
+        return akv_fail(err, AKV_EINPUT, "--backend cuda: %s (use --backend cpu or auto)",
+#ifdef ASYMKV_HAVE_CUDA
+                        "no GPU is visible to this process"
+#else
+                        "this build has no CUDA (rebuild where nvcc is installed)"
+#endif
+        );
     if (s->ctx < 0 || s->batch < 1 || s->prefill_chunk < 1)
         return akv_fail(err, AKV_EINPUT, "--ctx must be >= 0, --batch and --prefill-chunk >= 1");
     return AKV_OK;
@@ -38,7 +44,9 @@ akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, in
     res->ctx = s->ctx ? s->ctx : p->max_T + n_new;
     if ((st = ranks_layers(r, s, res->ctx, err))) return st;
     engine_opts o = {s->model, res->ctx, s->batch, s->prefill_chunk, s->micro_batches, r->layers,
-                     r->comm, &r->kv, s->diag || s->search_kv};
+                     r->comm, &r->kv, s->diag || s->search_kv,
+                     r->on_device ? STAGE_CUDA : STAGE_CPU, r->dev.device};
+    res->backend = r->on_device ? "cuda" : "cpu";
     if ((st = engine_open(e, &o, err))) return st;
     res->micro_batches = engine_micro_batches(*e);
     return engine_check(*e, p->seqs, p->P, n_new, err);

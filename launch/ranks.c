@@ -14,19 +14,30 @@
 static int world_rank(const ranks_ctx *r) { return r->world ? r->world->rank : 0; }
 static int world_size(const ranks_ctx *r) { return r->world ? r->world->size : 1; }
 
+/* --backend: cuda when asked, or auto with a GPU in sight (the K-vs-V diagnostic and the
+ * --kv fp32 reference mode are CPU-only, so auto keeps them there). */
+static int wants_cuda(const cli_settings *s) {
+    if (!strcmp(s->backend, "cpu") || stage_cuda_devices() == 0) return 0;
+    if (!strcmp(s->backend, "cuda")) return 1;
+    return !s->diag && !s->search_kv && strcmp(s->kv, "fp32") != 0;
+}
+
 akv_status ranks_open(ranks_ctx *r, const cli_settings *s, akv_err *err) {
     memset(r, 0, sizeof *r);
     r->world = s->world;
     r->dev.device = -1;
-    if (!r->world || r->world->size == 1) return AKV_OK; /* no transport needed */
-    /* The model backend is the CPU one (activations in host memory), so device_buffers = 0
-     * and MPI carries them; a CUDA backend passes 1 and binds the device (NCCL when every
-     * rank has a GPU of its own). */
-    int device_buffers = 0;
-    akv_status st = comm_world_device(r->world, device_buffers, &r->dev, err);
-    r->on_device = device_buffers && r->dev.device >= 0;
-    if (!st) st = comm_choose(r->world, device_buffers, &r->dev, &r->kind, err);
-    comm_opts o = {r->kind, NULL};
+    const int cuda = wants_cuda(s);
+    if (!r->world || r->world->size == 1) { /* no transport needed */
+        r->on_device = cuda;
+        r->dev.device = cuda ? 0 : -1;
+        return AKV_OK;
+    }
+    /* A CUDA stage keeps activations in device memory: NCCL carries them when every rank has
+     * a GPU of its own, else MPI through host copies (ranks sharing a GPU). */
+    akv_status st = comm_world_device(r->world, cuda, &r->dev, err);
+    r->on_device = cuda && r->dev.device >= 0;
+    if (!st) st = comm_choose(r->world, r->on_device, &r->dev, &r->kind, err);
+    comm_opts o = {r->kind, NULL}; /* the stage's stream is set once it exists */
     if (!st) st = comm_open(&r->comm, r->world, &o, err);
     return st;
 }
@@ -49,7 +60,8 @@ static akv_status plan_layers(ranks_ctx *r, const cli_settings *s, int ctx, int 
     plan_costs pc;
     plan_result res;
     size_t *cap = malloc((size_t)n * sizeof *cap);
-    plan_deploy d = {ctx, s->batch, s->prefill_chunk > s->batch ? s->prefill_chunk : s->batch, 4};
+    plan_deploy d = {ctx, s->batch, s->prefill_chunk > s->batch ? s->prefill_chunk : s->batch,
+                     r->on_device ? 2 : 4}; /* bf16 weights on the GPU, fp32 on the CPU */
     akv_status st = cap ? plan_costs_init(&pc, &r->cfg, &r->kv, &d, err)
                         : akv_fail(err, AKV_ERUNTIME, "out of host memory");
     if (!st && s->mem_per_rank) st = plan_parse_sizes(s->mem_per_rank, n, "--mem-per-rank", cap, err);
