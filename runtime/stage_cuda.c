@@ -361,7 +361,8 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     CUDA_CHECK(err, cudaMallocHost((void **)&s->host_ids, (size_t)s->head_rows * 4));
     const size_t big = (size_t)(c->intermediate > c->n_heads * c->head_dim
                                     ? c->intermediate : c->n_heads * c->head_dim);
-    st = matmul_ctx_init(&s->mm, (size_t)s->T * (big > (size_t)c->hidden ? big : c->hidden), err);
+    st = matmul_ctx_init(&s->mm, (size_t)s->T * (big > (size_t)c->hidden ? big : (size_t)c->hidden),
+                         err);
     if (!st) st = upload_weights(s, w, err);
     if (!st && s->hist_len)
         CUDA_CHECK(err, cudaMemsetAsync(s->hist_len, 0, (size_t)o->n_seq * 4, s->stream));

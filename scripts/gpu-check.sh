@@ -11,7 +11,7 @@
 # .debs) carried along; from the lead's machine: run tool, command scripts/gpu-check.sh,
 # carry [".debs"], timeout 600.
 #   scripts/gpu-check.sh                    all steps
-#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu memcheck bench (setup and
+#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu e2e memcheck bench (setup and
 #                                           build always run)
 #   GPU_CHECK_BUDGET=540                    seconds before remaining steps are skipped (default 540,
 #                                           so the table prints inside a 600 s command limit)
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 SECONDS=0
 BUDGET=${GPU_CHECK_BUDGET:-540}
-WANT=" ${GPU_CHECK_STEPS:-cpu gpu memcheck bench} "
+WANT=" ${GPU_CHECK_STEPS:-cpu gpu e2e memcheck bench} "
 BUILD=build-gpu
 LOGS=${OUT:-$BUILD/check-logs}
 mkdir -p "$LOGS"
@@ -113,6 +113,47 @@ memcheck_kvattn() {
   ! grep -E "ERROR SUMMARY: [1-9]" "$LOGS/memcheck-kvattn.log"
 }
 
+# The binary end to end on the GPU: the bundled model under --backend cuda vs cpu (generate
+# must print the same greedy text), a 2-rank pipeline on the one GPU (MPI transport with host
+# copies) identical to one process, and held-out perplexity on both backends.
+# shellcheck disable=SC2317
+e2e() {
+  local bin=$BUILD/asymkv m=models/default t=$BUILD/e2e
+  mkdir -p "$t"
+  for kv in fp16 asymkv:4/0 "k=1x8;v=1x8"; do
+    "$bin" generate -q --model $m --prompt "And God said" -n 48 --kv "$kv" --backend cuda \
+      >"$t/gpu.txt" 2>"$t/gpu.err" || { cat "$t/gpu.err"; return 1; }
+    "$bin" generate -q --model $m --prompt "And God said" -n 48 --kv "$kv" --backend cpu \
+      >"$t/cpu.txt" 2>"$t/cpu.err" || { cat "$t/cpu.err"; return 1; }
+    if cmp -s "$t/gpu.txt" "$t/cpu.txt"; then echo "e2e: generate --kv $kv: cuda == cpu"
+    else echo "e2e: generate --kv $kv: cuda != cpu"; diff "$t/cpu.txt" "$t/gpu.txt"; return 1; fi
+  done
+  "$bin" generate --model $m --prompt "In the beginning" -n 200 --kv asymkv:2/0 --backend cuda \
+    --ctx 2048 2>&1 >/dev/null | grep -E "prefill|backend|transport" | sed 's/^/e2e: /'
+  printf '1 2 3 4 5 6 7 8 9 10 11 12\n40 41 42 43 44 45\n7 8 9\n' >"$t/p.txt"
+  "$bin" generate -q --model $m --prompts-file "$t/p.txt" -n 20 --kv asymkv:2/0 --batch 3 \
+    --backend cuda >"$t/one.txt" || return 1
+  mpirun -np 2 "$bin" generate -q --model $m --prompts-file "$t/p.txt" -n 20 --kv asymkv:2/0 \
+    --batch 3 --backend cuda >"$t/two.txt" 2>"$t/two.err" || { cat "$t/two.err"; return 1; }
+  if cmp -s "$t/one.txt" "$t/two.txt"; then echo "e2e: 2 ranks on one GPU == 1 process"
+  else echo "e2e: 2 ranks differ"; diff "$t/one.txt" "$t/two.txt"; return 1; fi
+  head -c 8192 $m/heldout.txt >"$t/held.txt"
+  for kv in fp16 asymkv:2/0 "k=1x8;v=1x8"; do
+    for be in cuda cpu; do
+      "$bin" eval --model $m --text-file "$t/held.txt" --window 1024 --kv "$kv" --backend $be \
+        2>&1 | grep -iE "perplexity|ppl" | head -n 1 | sed "s/^/e2e: eval --kv $kv --backend $be: /"
+    done
+  done
+}
+
+# shellcheck disable=SC2317
+memcheck_model() {
+  ASYMKV_GPU_QUICK=1 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
+    --print-limit 20 "$BUILD/tests/gpu_model" -j1 --verbose --filter 'gpu_model/mistral_mqa' \
+    || return $?
+  ! grep -E "ERROR SUMMARY: [1-9]" "$LOGS/memcheck-model.log"
+}
+
 # shellcheck disable=SC2317
 bench() {
   OUT="$LOGS" "$BUILD/tests/bench_decode_attn" || return $?
@@ -137,7 +178,7 @@ for r in rows:
 PY
 }
 
-export -f unpack_deps memcheck memcheck_canary memcheck_kvattn bench
+export -f unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_model e2e bench
 export BUILD LOGS
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
@@ -164,11 +205,16 @@ if [[ $WANT == *" gpu "* ]]; then
     step gpu-tests gpu-tests.log 300 ctest --test-dir "$BUILD" -L gpu -V --timeout 300
   else record gpu-tests SKIP 0 "not built"; fi
 fi
+if [[ $WANT == *" e2e "* ]]; then
+  if [ -x "$BUILD/asymkv" ]; then step e2e e2e.log 200 e2e
+  else record e2e SKIP 0 "not built"; fi
+fi
 if [[ $WANT == *" memcheck "* ]]; then
   if [ "$built_gpu" -eq 0 ] && command -v compute-sanitizer >/dev/null; then
     step memcheck-canary canary.log 120 memcheck_canary
     step memcheck memcheck.log 300 memcheck
     [ -x "$BUILD/tests/gpu_kvattn" ] && step memcheck-kvattn memcheck-kvattn.log 150 memcheck_kvattn
+    [ -x "$BUILD/tests/gpu_model" ] && step memcheck-model memcheck-model.log 150 memcheck_model
   else record memcheck SKIP 0 "no binary or no compute-sanitizer"; fi
 fi
 # The benchmark before the CPU tests (which CI also runs) so the time budget reaches it.
@@ -200,6 +246,11 @@ fi
     | sed 's/^/  canary (must be >0): /' | head -n 3
   [ -f "$LOGS/memcheck.log" ] && grep -E "ERROR SUMMARY|Synthesis" "$LOGS/memcheck.log" \
     | sort | uniq -c | sed 's/^/  /' | head -n 10
+  [ -f "$LOGS/memcheck-model.log" ] && grep -E "ERROR SUMMARY|Synthesis" \
+    "$LOGS/memcheck-model.log" | sort | uniq -c | sed 's/^/  model /' | head -n 10
+  [ -f "$LOGS/e2e.log" ] && grep -E "^e2e:" "$LOGS/e2e.log" | sed 's/^/  /' | head -n 30
+  [ -f "$LOGS/gpu-tests.log" ] && grep -E "gpu_model: " "$LOGS/gpu-tests.log" \
+    | sed -E 's/^([0-9]+: )?/  /' | head -n 40
   [ -f "$LOGS/memcheck-kvattn.log" ] && grep -E "ERROR SUMMARY|Synthesis" \
     "$LOGS/memcheck-kvattn.log" | sort | uniq -c | sed 's/^/  kvattn /' | head -n 10
   if [ -f "$LOGS/gpu-tests.log" ]; then
