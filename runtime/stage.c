@@ -374,6 +374,23 @@ void stage_seq_reset(stage_t *s, int seq) {
     s->seq_len[seq] = 0;
 }
 
+int stage_kv_dump(stage_t *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err) {
+    if (s->cu) return scu_kv_dump(s->cu, layer, seq, k, v, err);
+    kvq_view view;
+    kvcache_view(s->cpu->kv, layer, seq, &view);
+    const size_t n = (size_t)view.len * view.n_kv_heads * view.head_dim;
+    float *kf = malloc((n ? n : 1) * sizeof(float)), *vf = malloc((n ? n : 1) * sizeof(float));
+    if (!kf || !vf) {
+        free(kf), free(vf);
+        akv_fail(err, AKV_ERUNTIME, "out of host memory");
+        return -1;
+    }
+    kvq_view_dequantize(&view, kf, vf);
+    for (size_t i = 0; i < n; i++) k[i] = akv_f32_to_f16(kf[i]), v[i] = akv_f32_to_f16(vf[i]);
+    free(kf), free(vf);
+    return view.len;
+}
+
 size_t stage_weight_bytes(const stage_t *s) {
     return s->cu ? scu_weight_bytes(s->cu) : s->cpu->w->bytes;
 }

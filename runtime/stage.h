@@ -84,6 +84,11 @@ akv_status stage_hist_set(stage_t *s, int slot, const int32_t *ids, int n, akv_e
 int stage_seq_len(const stage_t *s, int seq);
 void stage_seq_reset(stage_t *s, int seq);
 
+/* The stored keys and values of (local layer, seq) as the attention sees them: k, v fp16
+ * [len][n_kv_heads][head_dim] (quantized positions dequantized, then rounded to fp16; window
+ * positions as stored). Returns len. For tests and diagnostics (synchronous on the GPU). */
+int stage_kv_dump(stage_t *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err);
+
 /* Weight bytes the stage holds (fp32 on the CPU, bf16 + fp32 norms/biases on the device). */
 size_t stage_weight_bytes(const stage_t *s);
 

@@ -692,6 +692,30 @@ akv_status scu_forward(stage_cuda *s, int n, const int32_t *seq, const int32_t *
     return AKV_OK;
 }
 
+int scu_kv_dump(stage_cuda *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err) {
+    const dkv *d = &s->kv[layer];
+    const int len = s->len[seq];
+    const size_t KD = (size_t)s->c->n_kv_heads * s->c->head_dim, n = (size_t)len * KD;
+    akv_status st = AKV_OK;
+    const uint16_t *ks = d->k_win + d->kw_slot * seq, *vs = d->v_win + d->vw_slot * seq;
+    if (d->quant) { /* expand into the dense scratch first */
+        if ((st = stage_wait(s, err))) return -1;
+        const kvq_seq_dev r = seq_desc(s, layer, seq);
+        memcpy(s->host_stage, &r, sizeof r);
+        if ((st = stage_upload(s, sizeof r, err))) return -1;
+        CUDA_CHECK(err, kvq_dense_cuda(s->kd, s->vd, (const kvq_seq_dev *)s->dev_stage, len,
+                                       s->c->n_kv_heads, s->c->head_dim, s->G, d->k_bits,
+                                       d->v_bits, s->stream));
+        ks = s->kd, vs = s->vd;
+    }
+    CUDA_CHECK(err, cudaMemcpyAsync(k, ks, n * 2, cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(err, cudaMemcpyAsync(v, vs, n * 2, cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(err, cudaStreamSynchronize(s->stream));
+    return len;
+fail:
+    return -1;
+}
+
 /* ------------------------------------------------------------------ head and sampling */
 
 akv_status scu_head(stage_cuda *s, int n, const float *x, float *logits, akv_err *err) {
@@ -813,6 +837,10 @@ size_t scu_kv_layer_bytes(const stage_cuda *s, int layer) { return 0; }
 size_t scu_kv_bytes(const stage_cuda *s) { return 0; }
 size_t scu_weight_bytes(const stage_cuda *s) { return 0; }
 void scu_seq_reset(stage_cuda *s, int seq) {}
+int scu_kv_dump(stage_cuda *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err) {
+    akv_fail(err, AKV_ERUNTIME, "this build has no CUDA");
+    return -1;
+}
 
 static akv_status none(akv_err *err) {
     return akv_fail(err, AKV_ERUNTIME, "this build has no CUDA");
