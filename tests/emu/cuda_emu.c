@@ -40,6 +40,11 @@ const char *cudaGetErrorString(cudaError_t e) {
                                          : "emulated CUDA error";
 }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
+    memset(p, 0, sizeof *p);
+    memcpy(p->uuid.bytes, "asymkv-emu-gpu-0", 16);
+    return d == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
 

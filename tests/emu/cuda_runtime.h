@@ -4,7 +4,8 @@
  * on a machine without a GPU, with every launcher replaced by its CPU twin (cuda_emu.c).
  * "Device" memory is host memory filled with 0xff (NaN) at allocation, so a read of anything the
  * stage never wrote shows up as NaN. Every name is mapped to emu_* so nothing clashes with the
- * real CUDA libraries a CUDA build links. Not a general emulator: only what the stage uses. */
+ * real CUDA libraries a CUDA build links. Not a general emulator: only what the stage (and
+ * comm/comm.c's device pick, for the emulated binary asymkv_emu) uses. */
 #ifndef ASYMKV_EMU_CUDA_RUNTIME_H
 #define ASYMKV_EMU_CUDA_RUNTIME_H
 
@@ -24,6 +25,13 @@ enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
 #define cudaStreamNonBlocking 1u
 #define cudaEventDisableTiming 2u
 
+struct cudaDeviceProp {
+    struct {
+        unsigned char bytes[16];
+    } uuid;
+};
+
+#define cudaGetDeviceProperties emu_cudaGetDeviceProperties
 #define cudaGetErrorString emu_cudaGetErrorString
 #define cudaGetLastError emu_cudaGetLastError
 #define cudaGetDeviceCount emu_cudaGetDeviceCount
@@ -43,6 +51,7 @@ enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
 #define cudaEventRecord emu_cudaEventRecord
 #define cudaEventSynchronize emu_cudaEventSynchronize
 
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d); /* one GPU, one UUID */
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaGetDeviceCount(int *n);
