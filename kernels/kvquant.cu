@@ -133,7 +133,7 @@ static __device__ __forceinline__ float unit_load(const uint8_t *unit, int bits,
     const uint32_t sz = w[group * bits / 32];
     const float s = __half2float(__ushort_as_half((unsigned short)(sz & 0xffffu)));
     const float z = __half2float(__ushort_as_half((unsigned short)(sz >> 16)));
-    return (float)q * s + z;
+    return __fadd_rn(__fmul_rn((float)q, s), z); /* no FMA: the twin rounds both steps */
 }
 
 static __global__ void dense_kernel(__half *k, __half *v, const kvq_seq_dev *seqp, int len, int H,

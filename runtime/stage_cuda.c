@@ -9,9 +9,10 @@
  *
  * Per call: the host (which mirrors every sequence's len / kq / vq, as runtime/kvcache.c keeps
  * them) packs the call's ids, positions, cache descriptors (kvq_seq_dev) and append plans into
- * the pinned block and uploads it with one copy; the layers then run on the stage's stream
- * without any host wait. The only host waits are the returned results: logits (stage_head),
- * sampled ids (stage_sample) and activations copied out for a host transport.
+ * one of STAGE_RING pinned blocks and uploads it with one copy; the layers then run on the
+ * stage's stream. The host waits for the device only to reuse a block (uploaded three calls
+ * earlier, so normally already read) and for returned results: logits (stage_head), sampled
+ * ids (stage_sample) and activations copied out for a host transport.
  *
  * Attention per layer and run of tokens of one sequence:
  *   - decode rows (runs of one token, batched): fp16 layers append the token then run
@@ -37,6 +38,7 @@
 #include "sample_cuda.h"
 
 #define HEAD_ROWS 256 /* rows of logits computed at once */
+#define STAGE_RING 3  /* pinned table blocks in rotation: a call reuses the one of 3 calls ago */
 
 typedef struct dlayer {
     float *attn_norm, *mlp_norm, *bq, *bk, *bv, *bo;
@@ -64,7 +66,11 @@ struct stage_cuda {
     int nl, layer0, ctxp, G, R, T, head_rows, has_embed, has_head, any_quant;
     int device;
     cudaStream_t stream;
-    cudaEvent_t staged; /* the last upload from the pinned block finished */
+    struct {
+        uint8_t *host, *dev;  /* pinned table block and its device twin */
+        cudaEvent_t uploaded; /* its last upload has been read */
+    } ring[STAGE_RING];
+    int ring_i;           /* the block the next call fills */
     matmul_ctx *mm;
     void *arena;
     size_t arena_bytes, weight_bytes, kv_bytes, ws_bytes;
@@ -80,13 +86,12 @@ struct stage_cuda {
     float *xn, *q, *k, *v, *att, *tmp, *gate, *up, *logits, *xg;
     uint16_t *kd, *vd; /* dense fp16 prefill scratch [ctx'][KD] (compressed layers) */
     void *ws;          /* attention workspace */
-    void *dev_stage;   /* device twin of the pinned block */
+    int *entry;        /* [T] host: the table entry (run index) of each row of the call */
     /* sampling */
     int32_t *ids_out, *hist, *hist_len;
     void *samp_ws;
     size_t samp_ws_bytes;
-    /* pinned host block for per-call tables (uploaded with one copy) and results */
-    uint8_t *host_stage;
+    uint8_t *host_stage; /* pinned, STAGE_RING blocks of stage_bytes */
     size_t stage_bytes;
     int32_t *host_ids; /* pinned, [head_rows] sampled ids */
 };
@@ -107,11 +112,13 @@ static void *take(arena *a, size_t bytes) {
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
-/* Bytes of the per-call staging tables for T tokens over nl layers. */
-static size_t stage_table_bytes(int T, int nl) {
-    return round_up((size_t)T * 4 * 4, 64) +
-           (size_t)nl * T * (sizeof(kvq_seq_dev) + sizeof(kvq_append_op)) + 256 +
-           (size_t)HEAD_ROWS * (sizeof(sample_params_dev) + 8 + 4 + 4) + 256;
+/* Bytes of one block of per-call tables for T tokens (at most runs = min(T, n_seq) runs: a
+ * decode row or a prefill run each take one descriptor and one append plan per layer). */
+static size_t stage_table_bytes(int T, int runs, int nl) {
+    const size_t calls = round_up((size_t)T * 4 * 3, 64) + 256 +
+                         (size_t)nl * runs * (sizeof(kvq_seq_dev) + sizeof(kvq_append_op));
+    const size_t sample = (size_t)HEAD_ROWS * (sizeof(sample_params_dev) + 8 + 4) + 256;
+    return round_up(calls > sample ? calls : sample, 256);
 }
 
 /* Attention workspace: enough for a decode batch of one at any length (the batch is split at
@@ -200,7 +207,7 @@ static void layout(stage_cuda *s, arena *a, const stage_weights *w) {
         s->vd = take(a, (size_t)s->ctxp * KD * bf);
     }
     s->ws = take(a, s->ws_bytes);
-    s->dev_stage = take(a, s->stage_bytes);
+    for (int i = 0; i < STAGE_RING; i++) s->ring[i].dev = take(a, s->stage_bytes);
     if (s->has_head) {
         s->xg = take(a, (size_t)s->head_rows * H * f4);
         s->logits = take(a, (size_t)s->head_rows * V * f4);
@@ -306,8 +313,9 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     s->L = calloc((size_t)s->nl + 1, sizeof *s->L);
     s->kv = calloc((size_t)s->nl + 1, sizeof *s->kv);
     s->cnt = calloc((size_t)o->n_seq, sizeof *s->cnt);
+    s->entry = calloc((size_t)o->max_tokens, sizeof *s->entry);
     s->len = calloc((size_t)o->n_seq, sizeof *s->len);
-    if (!s->L || !s->kv || !s->cnt || !s->len) {
+    if (!s->L || !s->kv || !s->cnt || !s->len || !s->entry) {
         st = akv_fail(err, AKV_ERUNTIME, "out of host memory");
         goto fail;
     }
@@ -333,17 +341,22 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     }
     CUDA_CHECK(err, cudaSetDevice(o->device));
     CUDA_CHECK(err, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
-    CUDA_CHECK(err, cudaEventCreateWithFlags(&s->staged, cudaEventDisableTiming));
+    for (int i = 0; i < STAGE_RING; i++)
+        CUDA_CHECK(err, cudaEventCreateWithFlags(&s->ring[i].uploaded, cudaEventDisableTiming));
     s->ws_bytes = attn_ws_bytes(s);
-    s->stage_bytes = stage_table_bytes(s->T, s->nl);
+    s->stage_bytes = stage_table_bytes(s->T, s->T < o->n_seq ? s->T : o->n_seq, s->nl);
     s->samp_ws_bytes = s->has_head ? sample_cuda_workspace_bytes(s->head_rows, c->vocab_size) : 0;
     arena a = {NULL, 0};
     layout(s, &a, w);
     s->arena_bytes = a.off;
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(err, cudaMemGetInfo(&free_b, &total_b));
-    const size_t mm_bytes = (size_t)s->T * 4 * (size_t)(c->intermediate > c->hidden
-                                                        ? c->intermediate : c->hidden);
+    /* besides the arena: cuBLASLt's bf16 copy of x and workspace, the engine's two activation
+     * buffers, and a margin for the CUDA context's own allocations */
+    const size_t widest = (size_t)(c->intermediate > c->n_heads * c->head_dim
+                                       ? c->intermediate : c->n_heads * c->head_dim);
+    const size_t mm_bytes = (size_t)s->T * 2 * (widest > (size_t)c->hidden ? widest : (size_t)c->hidden) +
+                            (size_t)2 * s->T * c->hidden * 4 + ((size_t)96 << 20);
     if (s->arena_bytes + mm_bytes > free_b) {
         st = akv_fail(err, AKV_ERUNTIME, "GPU %d has %.2f GiB free but this stage needs %.2f GiB "
                       "(weights %.2f, KV cache %.2f, workspace %.2f): lower --ctx or --batch, use "
@@ -357,7 +370,8 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     a.base = s->arena;
     a.off = 0;
     layout(s, &a, w);
-    CUDA_CHECK(err, cudaMallocHost((void **)&s->host_stage, s->stage_bytes));
+    CUDA_CHECK(err, cudaMallocHost((void **)&s->host_stage, s->stage_bytes * STAGE_RING));
+    for (int i = 0; i < STAGE_RING; i++) s->ring[i].host = s->host_stage + s->stage_bytes * i;
     CUDA_CHECK(err, cudaMallocHost((void **)&s->host_ids, (size_t)s->head_rows * 4));
     const size_t big = (size_t)(c->intermediate > c->n_heads * c->head_dim
                                     ? c->intermediate : c->n_heads * c->head_dim);
@@ -382,12 +396,14 @@ void scu_free(stage_cuda *s) {
     if (s->arena) (void)cudaFree(s->arena);
     if (s->host_stage) (void)cudaFreeHost(s->host_stage);
     if (s->host_ids) (void)cudaFreeHost(s->host_ids);
-    if (s->staged) (void)cudaEventDestroy(s->staged);
+    for (int i = 0; i < STAGE_RING; i++)
+        if (s->ring[i].uploaded) (void)cudaEventDestroy(s->ring[i].uploaded);
     if (s->stream) (void)cudaStreamDestroy(s->stream);
     free(s->L);
     free(s->kv);
     free(s->cnt);
     free(s->len);
+    free(s->entry);
     free(s);
 }
 
@@ -401,6 +417,8 @@ size_t scu_weight_bytes(const stage_cuda *s) { return s->weight_bytes; }
 void scu_seq_reset(stage_cuda *s, int seq) {
     s->cnt[seq].kq = s->cnt[seq].vq = 0;
     s->len[seq] = 0;
+    /* the sampling history starts empty, as on the CPU (ordered before any later sample) */
+    if (s->hist_len) (void)cudaMemsetAsync(s->hist_len + seq, 0, sizeof(int32_t), s->stream);
 }
 
 akv_status scu_act_alloc(stage_cuda *s, size_t n, float **out, akv_err *err) {
@@ -430,15 +448,18 @@ fail:
 
 /* ------------------------------------------------------------------ per-call tables */
 
-/* Waits until the pinned block may be rewritten (the previous upload has been read). */
-static akv_status stage_wait(stage_cuda *s, akv_err *err) {
+/* The next pinned table block and its device twin: waits (rarely: the block was uploaded
+ * STAGE_RING calls ago) until its last upload has been read. */
+static akv_status stage_begin(stage_cuda *s, uint8_t **host, uint8_t **dev, akv_err *err) {
     akv_status st = AKV_OK;
-    CUDA_CHECK(err, cudaEventSynchronize(s->staged));
+    CUDA_CHECK(err, cudaEventSynchronize(s->ring[s->ring_i].uploaded));
+    *host = s->ring[s->ring_i].host;
+    *dev = s->ring[s->ring_i].dev;
 fail:
     return st;
 }
 
-/* Uploads the first bytes of the pinned block to its device twin. */
+/* Uploads the first bytes of the block stage_begin gave, and moves to the next block. */
 static akv_status stage_upload(stage_cuda *s, size_t bytes, akv_err *err) {
     akv_status st = AKV_OK;
     if (bytes > s->stage_bytes) {
@@ -446,9 +467,10 @@ static akv_status stage_upload(stage_cuda *s, size_t bytes, akv_err *err) {
                       s->stage_bytes);
         goto fail;
     }
-    CUDA_CHECK(err, cudaMemcpyAsync(s->dev_stage, s->host_stage, bytes, cudaMemcpyHostToDevice,
-                                    s->stream));
-    CUDA_CHECK(err, cudaEventRecord(s->staged, s->stream));
+    CUDA_CHECK(err, cudaMemcpyAsync(s->ring[s->ring_i].dev, s->ring[s->ring_i].host, bytes,
+                                    cudaMemcpyHostToDevice, s->stream));
+    CUDA_CHECK(err, cudaEventRecord(s->ring[s->ring_i].uploaded, s->stream));
+    s->ring_i = (s->ring_i + 1) % STAGE_RING;
 fail:
     return st;
 }
@@ -483,34 +505,43 @@ static void advance(int len, int m, int R, int *kq, int *vq) {
 /* ------------------------------------------------------------------ forward */
 
 akv_status scu_embed(stage_cuda *s, const int32_t *ids, int n, float *x, akv_err *err) {
-    akv_status st = stage_wait(s, err);
+    uint8_t *h, *d;
+    akv_status st = stage_begin(s, &h, &d, err);
     if (st) return st;
-    memcpy(s->host_stage, ids, (size_t)n * 4);
+    memcpy(h, ids, (size_t)n * 4);
     if ((st = stage_upload(s, (size_t)n * 4, err))) return st;
-    CUDA_CHECK(err, embedding_cuda(x, s->embed, s->c->vocab_size, (const int32_t *)s->dev_stage,
-                                   n, s->c->hidden, s->stream));
+    CUDA_CHECK(err, embedding_cuda(x, s->embed, s->c->vocab_size, (const int32_t *)d, n,
+                                   s->c->hidden, s->stream));
 fail:
     return st;
 }
 
-/* The call's tables in the pinned block / on the device. */
+/* The call's tables on the device. Rows are the call's tokens; entries are its runs (a decode
+ * row, or a prefill run of one sequence): s->entry[row] is the entry of the run starting there. */
 typedef struct call_tabs {
-    int32_t *pos;      /* [n] device */
-    int32_t *rows_seq; /* [n] device: slot of each row (attention_decode's slots) */
-    int32_t *lens;     /* [n] device: position + 1 */
-    kvq_seq_dev *desc; /* [nl][n] device */
-    kvq_append_op *op; /* [nl][n] device */
+    int32_t *pos;      /* [n] positions of the rows */
+    int32_t *rows_seq; /* [n] slot of each row (attention_decode's slots) */
+    int32_t *lens;     /* [n] position + 1 */
+    kvq_seq_dev *desc; /* [nl][runs] each run's cache before the call */
+    kvq_append_op *op; /* [nl][runs] its append plan (decode rows) */
+    int runs;
 } call_tabs;
 
 static akv_status pack_tables(stage_cuda *s, int n, const int32_t *seq, const int32_t *pos,
                               call_tabs *t, akv_err *err) {
-    akv_status st = stage_wait(s, err);
+    uint8_t *h, *d;
+    akv_status st = stage_begin(s, &h, &d, err);
     if (st) return st;
-    uint8_t *h = s->host_stage, *d = s->dev_stage;
+    int runs = 0;
+    for (int i = 0; i < n; i++)
+        if (i == 0 || seq[i] != seq[i - 1]) s->entry[i] = runs++;
     const size_t o_seq = round_up((size_t)n * 4, 16), o_len = o_seq + round_up((size_t)n * 4, 16);
     const size_t o_desc = round_up(o_len + (size_t)n * 4, 64);
-    const size_t o_op = o_desc + (size_t)s->nl * n * sizeof(kvq_seq_dev);
-    const size_t total = o_op + (size_t)s->nl * n * sizeof(kvq_append_op);
+    const size_t o_op = o_desc + (size_t)s->nl * runs * sizeof(kvq_seq_dev);
+    const size_t total = o_op + (size_t)s->nl * runs * sizeof(kvq_append_op);
+    if (total > s->stage_bytes)
+        return akv_fail(err, AKV_ERUNTIME, "internal: %d runs of call tables exceed the block",
+                        runs);
     memcpy(h, pos, (size_t)n * 4);
     memcpy(h + o_seq, seq, (size_t)n * 4);
     int32_t *lens = (int32_t *)(h + o_len);
@@ -519,16 +550,19 @@ static akv_status pack_tables(stage_cuda *s, int n, const int32_t *seq, const in
     for (int i = 0; i < n; i++) lens[i] = pos[i] + 1;
     for (int l = 0; l < s->nl; l++)
         for (int i = 0; i < n; i++) {
-            kvq_seq_dev r = seq_desc(s, l, seq[i]);
-            desc[(size_t)l * n + i] = r;
-            op[(size_t)l * n + i] = kvq_append_plan(r.len, r.kq, r.vq, s->kv[l].k_bits,
-                                                    s->kv[l].v_bits, s->R);
+            if (i > 0 && seq[i] == seq[i - 1]) continue;
+            const kvq_seq_dev r = seq_desc(s, l, seq[i]);
+            desc[(size_t)l * runs + s->entry[i]] = r;
+            op[(size_t)l * runs + s->entry[i]] = kvq_append_plan(r.len, r.kq, r.vq,
+                                                                 s->kv[l].k_bits,
+                                                                 s->kv[l].v_bits, s->R);
         }
     t->pos = (int32_t *)d;
     t->rows_seq = (int32_t *)(d + o_seq);
     t->lens = (int32_t *)(d + o_len);
     t->desc = (kvq_seq_dev *)(d + o_desc);
     t->op = (kvq_append_op *)(d + o_op);
+    t->runs = runs;
     return stage_upload(s, total, err);
 }
 
@@ -549,24 +583,25 @@ static akv_status decode_rows(stage_cuda *s, int l, int n, int r0, int nb, const
         if (tl > max_tail) max_tail = tl;
         any_flush |= op.k_flush >= 0;
     }
-    kvq_append_args ap = {t->desc + (size_t)l * n + r0, t->op + (size_t)l * n + r0,
+    const size_t e0 = (size_t)l * t->runs + s->entry[r0]; /* decode rows: one entry each */
+    kvq_append_args ap = {t->desc + e0, t->op + e0,
                           s->k + r0 * KD, s->v + r0 * KD, nb, c->n_kv_heads, c->head_dim,
                           s->G, s->R, d->k_bits, d->v_bits, any_flush};
     if (!d->quant) { /* fp16: append, then attend over the cache (the new key included) */
+        if (attention_decode_workspace_bytes(nb, c->n_heads, c->n_kv_heads, c->head_dim,
+                                             max_len) > s->ws_bytes && nb > 1)
+            goto split;
         CUDA_CHECK(err, kvq_append_cuda(&ap, s->stream));
         attention_decode_args a = {s->att + r0 * QD, s->q + r0 * QD, d->k_win, d->v_win,
                                    d->kw_slot, t->rows_seq + r0, t->lens + r0, nb, max_len,
                                    c->n_heads, c->n_kv_heads, c->head_dim, scale, s->ws,
                                    s->ws_bytes};
-        if (attention_decode_workspace_bytes(nb, c->n_heads, c->n_kv_heads, c->head_dim,
-                                             max_len) > s->ws_bytes && nb > 1)
-            goto split;
         CUDA_CHECK(err, attention_decode_cuda(&a, s->stream));
         return AKV_OK;
     }
     kvattn_args a = {0};
     a.out = s->att + r0 * QD, a.q = s->q + r0 * QD, a.k_new = s->k + r0 * KD;
-    a.v_new = s->v + r0 * KD, a.seqs = t->desc + (size_t)l * n + r0, a.n_batch = nb;
+    a.v_new = s->v + r0 * KD, a.seqs = t->desc + e0, a.n_batch = nb;
     a.max_len = max_len, a.max_tail = max_tail, a.n_heads = c->n_heads;
     a.n_kv_heads = c->n_kv_heads, a.head_dim = c->head_dim, a.group = s->G;
     a.k_bits = d->k_bits, a.v_bits = d->v_bits, a.scale = scale, a.impl = KVATTN_AUTO;
@@ -602,7 +637,7 @@ static akv_status prefill_run(stage_cuda *s, int l, int n, int r0, int m, int sq
                                                s->stream));
         return AKV_OK;
     }
-    const kvq_seq_dev *desc = t->desc + (size_t)l * n + r0;
+    const kvq_seq_dev *desc = t->desc + (size_t)l * t->runs + s->entry[r0];
     CUDA_CHECK(err, kvq_dense_cuda(s->kd, s->vd, desc, len, c->n_kv_heads, c->head_dim, s->G,
                                    d->k_bits, d->v_bits, s->stream));
     CUDA_CHECK(err, f32_to_f16_cuda(s->kd + (size_t)len * KD, s->k + r0 * KD, (size_t)m * KD,
@@ -699,11 +734,12 @@ int scu_kv_dump(stage_cuda *s, int layer, int seq, uint16_t *k, uint16_t *v, akv
     akv_status st = AKV_OK;
     const uint16_t *ks = d->k_win + d->kw_slot * seq, *vs = d->v_win + d->vw_slot * seq;
     if (d->quant) { /* expand into the dense scratch first */
-        if ((st = stage_wait(s, err))) return -1;
+        uint8_t *h, *dv;
+        if ((st = stage_begin(s, &h, &dv, err))) return -1;
         const kvq_seq_dev r = seq_desc(s, layer, seq);
-        memcpy(s->host_stage, &r, sizeof r);
+        memcpy(h, &r, sizeof r);
         if ((st = stage_upload(s, sizeof r, err))) return -1;
-        CUDA_CHECK(err, kvq_dense_cuda(s->kd, s->vd, (const kvq_seq_dev *)s->dev_stage, len,
+        CUDA_CHECK(err, kvq_dense_cuda(s->kd, s->vd, (const kvq_seq_dev *)dv, len,
                                        s->c->n_kv_heads, s->c->head_dim, s->G, d->k_bits,
                                        d->v_bits, s->stream));
         ks = s->kd, vs = s->vd;
@@ -758,11 +794,8 @@ akv_status scu_sample(stage_cuda *s, int n_rows, const int32_t *rows, const int3
     if (!s->has_head) return akv_fail(err, AKV_ERUNTIME, "stage has no LM head");
     for (int r0 = 0; r0 < n_rows; r0 += s->head_rows) {
         const int m = n_rows - r0 < s->head_rows ? n_rows - r0 : s->head_rows;
-        int greedy = 1, contiguous = 1;
-        for (int r = 0; r < m; r++) {
-            greedy &= sp[r0 + r] == NULL;
-            contiguous &= rows[r0 + r] == rows[r0] + r;
-        }
+        int contiguous = 1;
+        for (int r = 0; r < m; r++) contiguous &= rows[r0 + r] == rows[r0] + r;
         const float *xr = x + (size_t)rows[r0] * H;
         if (!contiguous) { /* gather the rows (the last token of each run) */
             for (int r = 0; r < m; r++)
@@ -773,37 +806,35 @@ akv_status scu_sample(stage_cuda *s, int n_rows, const int32_t *rows, const int3
         }
         CUDA_CHECK(err, rmsnorm_cuda(s->xg, xr, s->final_norm, m, H, c->rms_eps, s->stream));
         if ((st = mm(s, s->logits, s->xg, s->lm_head, NULL, m, H, V, err))) goto fail;
-        if (greedy) {
-            CUDA_CHECK(err, argmax_cuda(s->ids_out, s->logits, m, V, s->stream));
-        } else {
-            if ((st = stage_wait(s, err))) goto fail;
-            uint8_t *h = s->host_stage, *d = s->dev_stage;
-            sample_params_dev *pp = (sample_params_dev *)h;
-            const size_t o_rng = round_up((size_t)m * sizeof *pp, 64);
-            const size_t o_slot = o_rng + (size_t)m * 8, total = o_slot + (size_t)m * 4;
-            uint64_t *rr = (uint64_t *)(h + o_rng);
-            int32_t *ss = (int32_t *)(h + o_slot);
-            for (int r = 0; r < m; r++) {
-                const sampler_params *p = sp[r0 + r];
-                sample_params_dev q = {0.0f, 0, 1.0f, 0.0f, 1.0f, 0};
-                if (p) {
-                    q.temperature = p->temperature, q.top_k = p->top_k, q.top_p = p->top_p;
-                    q.min_p = p->min_p, q.repetition_penalty = p->repetition_penalty;
-                    q.seed = p->seed;
-                }
-                pp[r] = q;
-                rr[r] = rng[r0 + r];
-                ss[r] = slots[r0 + r];
+        /* every row through sample_cuda, greedy ones too (first index of the max, NaN never
+         * wins, the id appended to the slot's history: the CPU stage's semantics) */
+        uint8_t *h, *d;
+        if ((st = stage_begin(s, &h, &d, err))) goto fail;
+        sample_params_dev *pp = (sample_params_dev *)h;
+        const size_t o_rng = round_up((size_t)m * sizeof *pp, 64);
+        const size_t o_slot = o_rng + (size_t)m * 8, total = o_slot + (size_t)m * 4;
+        uint64_t *rr = (uint64_t *)(h + o_rng);
+        int32_t *ss = (int32_t *)(h + o_slot);
+        for (int r = 0; r < m; r++) {
+            const sampler_params *p = sp[r0 + r];
+            sample_params_dev q = {0.0f, 0, 1.0f, 0.0f, 1.0f, 0};
+            if (p) {
+                q.temperature = p->temperature, q.top_k = p->top_k, q.top_p = p->top_p;
+                q.min_p = p->min_p, q.repetition_penalty = p->repetition_penalty;
+                q.seed = p->seed;
             }
-            if ((st = stage_upload(s, total, err))) goto fail;
-            sample_cuda_args a;
-            memset(&a, 0, sizeof a);
-            a.out = s->ids_out, a.logits = s->logits, a.n_rows = m, a.vocab = V;
-            a.params = (const sample_params_dev *)d, a.rng = (const uint64_t *)(d + o_rng);
-            a.hist = s->hist, a.hist_len = s->hist_len, a.row_slot = (const int32_t *)(d + o_slot);
-            a.hist_cap = s->o.ctx, a.workspace = s->samp_ws, a.workspace_bytes = s->samp_ws_bytes;
-            CUDA_CHECK(err, sample_cuda(&a, s->stream));
+            pp[r] = q;
+            rr[r] = rng[r0 + r];
+            ss[r] = slots[r0 + r];
         }
+        if ((st = stage_upload(s, total, err))) goto fail;
+        sample_cuda_args a;
+        memset(&a, 0, sizeof a);
+        a.out = s->ids_out, a.logits = s->logits, a.n_rows = m, a.vocab = V;
+        a.params = (const sample_params_dev *)d, a.rng = (const uint64_t *)(d + o_rng);
+        a.hist = s->hist, a.hist_len = s->hist_len, a.row_slot = (const int32_t *)(d + o_slot);
+        a.hist_cap = s->o.ctx, a.workspace = s->samp_ws, a.workspace_bytes = s->samp_ws_bytes;
+        CUDA_CHECK(err, sample_cuda(&a, s->stream));
         CUDA_CHECK(err, cudaMemcpyAsync(s->host_ids, s->ids_out, (size_t)m * 4,
                                         cudaMemcpyDeviceToHost, s->stream));
         CUDA_CHECK(err, cudaStreamSynchronize(s->stream));
