@@ -8,6 +8,7 @@
 #include "engine_internal.h"
 #include "genconfig.h"
 #include "plan.h"
+#include "shapes.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -111,19 +112,31 @@ static akv_status check_kv_bytes(const engine_t *e, akv_err *err) {
 
 static akv_status open_local(engine_t *e, akv_err *err) {
     const engine_opts *o = &e->o;
-    akv_status s = config_load(&e->cfg, o->model_dir, err);
-    if (!s) s = genconfig_apply(&e->cfg, o->model_dir, err);
-    if (!s) s = check_opts(o, &e->cfg, err);
-    if (!s) s = resolve_spans(e, o->layers, err);
-    if (!s) s = st_open_dir(&e->st, o->model_dir, err);
-    if (!s) s = weights_check_all(&e->cfg, e->st, err);
+    akv_status s;
+    if (o->synthetic) {
+        s = shape_lookup(o->synthetic, &e->cfg, err);
+        if (!s) s = check_opts(o, &e->cfg, err);
+        if (!s) s = resolve_spans(e, o->layers, err);
+    } else {
+        s = config_load(&e->cfg, o->model_dir, err);
+        if (!s) s = genconfig_apply(&e->cfg, o->model_dir, err);
+        if (!s) s = check_opts(o, &e->cfg, err);
+        if (!s) s = resolve_spans(e, o->layers, err);
+        if (!s) s = st_open_dir(&e->st, o->model_dir, err);
+        if (!s) s = weights_check_all(&e->cfg, e->st, err);
+    }
     if (s) return s;
+    if (o->ignore_eos) e->cfg.n_eos = 0;
     read_hooks(e);
     if (e->hook_fail == e->rank && e->hook_tick < 0)
         return akv_fail(err, AKV_ERUNTIME, "simulated allocation failure in engine_open (test "
                         "hook ASYMKV_TEST_FAIL_RANK=%d)", e->rank);
-    s = weights_load(&e->w, &e->cfg, e->st, e->begin[e->rank], e->end[e->rank], e->rank == 0,
-                     e->rank == e->size - 1, err);
+    if (o->synthetic)
+        s = weights_synthetic(&e->w, &e->cfg, e->begin[e->rank], e->end[e->rank], e->rank == 0,
+                              e->rank == e->size - 1, o->synth_seed, err);
+    else
+        s = weights_load(&e->w, &e->cfg, e->st, e->begin[e->rank], e->end[e->rank], e->rank == 0,
+                         e->rank == e->size - 1, err);
     e->max_tokens = o->prefill_chunk > o->batch ? o->prefill_chunk : o->batch;
     stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv,
                      .diag = o->diag, .backend = o->backend, .device = o->device};
@@ -205,6 +218,16 @@ void engine_diag_rows(const engine_t *e, kvdiag_layer *rows) {
     const kvdiag *d = e->stage ? stage_diag(e->stage) : NULL;
     for (int l = e->w.layer_begin; d && l < e->w.layer_end; l++)
         rows[l] = *kvdiag_result(d, l - e->w.layer_begin);
+}
+
+void engine_timing_reset(engine_t *e) { memset(&e->timing, 0, sizeof e->timing); }
+
+akv_status engine_gather_timing(engine_t *e, engine_timing *rows, akv_err *err) {
+    if (!e->comm) {
+        rows[0] = e->timing;
+        return AKV_OK;
+    }
+    return comm_gather(e->comm, &e->timing, sizeof e->timing, rows, 0, err);
 }
 
 void engine_span(const engine_t *e, int *begin, int *end) {

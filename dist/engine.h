@@ -43,6 +43,11 @@ typedef struct engine_opts {
     int diag;            /* measure K-only vs V-only attention error per layer (kvdiag.h) */
     stage_backend backend; /* STAGE_CPU or STAGE_CUDA (this rank's) */
     int device;            /* CUDA ordinal for STAGE_CUDA */
+    const char *synthetic; /* a built-in shape (dist/shapes.h): random weights, no model_dir */
+    uint64_t synth_seed;   /* their seed */
+    int timing;            /* measure compute vs communication per tick (engine_timing; on a
+                              GPU each tick's compute is waited for, so it is measured) */
+    int ignore_eos;        /* generate exactly n_new tokens (benchmarks) */
 } engine_opts;
 
 /* Loads config.json, validates the checkpoint and loads this rank's span of weights. */
@@ -66,6 +71,19 @@ void engine_diag_measure(engine_t *e, int on);
 /* This rank's diag results into rows[n_layers] (global layer index); rows of other ranks'
  * layers are left untouched. Not collective. */
 void engine_diag_rows(const engine_t *e, kvdiag_layer *rows);
+
+/* One rank's time since engine_open (opts.timing): compute of prefill items (any run of several
+ * tokens or a sequence's first token) and of decode items, time in the tick's exchanges (which
+ * includes waiting for the neighbours), and the wall time inside pipeline runs. */
+typedef struct engine_timing {
+    double busy_prefill_s, busy_decode_s, comm_s, wall_s;
+    int64_t ticks, work_ticks;
+} engine_timing;
+
+void engine_timing_reset(engine_t *e);
+
+/* Collective: rows[ranks] on rank 0 (may be NULL elsewhere). */
+akv_status engine_gather_timing(engine_t *e, engine_timing *rows, akv_err *err);
 
 /* One rank's row of the placement table. */
 typedef struct engine_rank_info {

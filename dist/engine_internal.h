@@ -29,6 +29,7 @@ struct engine {
     const sampler_params **ssp; /* [max_tokens] their samplers (NULL = greedy) */
     uint64_t *srng;      /* [max_tokens] their RNG states */
     int has_embed, has_head; /* this rank's extras */
+    engine_timing timing; /* opts.timing: this rank's measurements */
     size_t weight_bytes; /* this rank's weights as the stage holds them */
     int *slot_prompt;    /* [batch] prompt index in each slot (last rank, for sampling) */
     int *slot_step;      /* [batch] tokens sampled so far in each slot (last rank) */

@@ -14,6 +14,7 @@
  *      exact as NCCL needs them). */
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "engine_internal.h"
 #include "kernels.h"
@@ -157,6 +158,20 @@ static akv_status take_result(engine_t *e, sched_t *sc, long issued, akv_err *er
     return sched_result(sc, e->res + R_IDS, e->res[R_N], err);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A prefill item: some run of several tokens, or a sequence's first token. */
+static int is_prefill(const int32_t *h) {
+    if (h[H_FLAGS] & PIPE_FRESH) return 1;
+    for (int i = 1; i < h[H_N]; i++)
+        if (h[H_SEQ + i] == h[H_SEQ + i - 1]) return 1;
+    return 0;
+}
+
 /* One tick of this rank: the item in slot cur, then the exchanges. */
 static akv_status tick(engine_t *e, sched_t *sc, long t, int cur, uint8_t *expect,
                        akv_err *err) {
@@ -168,14 +183,25 @@ static akv_status tick(engine_t *e, sched_t *sc, long t, int cur, uint8_t *expec
         hw[H_ID] = (int32_t)t;
         expect[t % e->size] = hw[H_KIND] == PIPE_WORK && (hw[H_FLAGS] & PIPE_SAMPLE);
     }
-    if (!st && hw[H_KIND] == PIPE_WORK) st = compute(e, hw, e->x[cur], err);
+    const double t0 = e->o.timing ? now_s() : 0;
+    const int work = hw[H_KIND] == PIPE_WORK;
+    if (!st && work) st = compute(e, hw, e->x[cur], err);
+    if (!st && work && e->o.timing) st = stage_sync(e->stage, err);
     if (st) return st;
+    const double t1 = e->o.timing ? now_s() : 0;
+    if (e->o.timing) {
+        e->timing.ticks++;
+        e->timing.work_ticks += work;
+        if (work && is_prefill(hw)) e->timing.busy_prefill_s += t1 - t0;
+        else if (work) e->timing.busy_decode_s += t1 - t0;
+    }
     if (L == 0) /* one rank: the result is here already */
         return expect[0] ? take_result(e, sc, t, err) : AKV_OK;
     int want = s == 0 && t >= L && expect[(t - L) % e->size];
     st = exchange_control(e, hw, e->hdr[cur ^ 1], want, err);
     if (!st) st = exchange_data(e, cur, hw, e->hdr[cur ^ 1], err);
     if (!st && want) st = take_result(e, sc, t - L, err);
+    if (e->o.timing) e->timing.comm_s += now_s() - t1;
     return st;
 }
 
@@ -183,6 +209,7 @@ akv_status pipe_run(engine_t *e, sched_t *sc, akv_err *err) {
     uint8_t *expect = calloc((size_t)e->size, 1); /* rank 0: item of tick t wants a result */
     if (!expect) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
     akv_status st = AKV_OK;
+    const double t0 = now_s();
     e->hdr[0][H_KIND] = e->hdr[1][H_KIND] = PIPE_NONE;
     e->hdr[0][H_N] = e->hdr[1][H_N] = 0;
     for (long t = 0;; t++) {
@@ -191,5 +218,6 @@ akv_status pipe_run(engine_t *e, sched_t *sc, akv_err *err) {
         if (e->hdr[cur][H_KIND] == PIPE_STOP) break;
     }
     free(expect);
+    e->timing.wall_s += now_s() - t0;
     return st;
 }

@@ -35,11 +35,15 @@ static const shape_def SHAPES[] = {
     /* Qwen/Qwen2-7B (q/k/v biases, untied head) */
     {"qwen2-7b", {ARCH_QWEN2, "Qwen2ForCausalLM", 152064, 3584, 18944, 28, 28, 4, 128, 1e-6f,
                   ROPE_PLAIN(1000000.0), 131072, 0, 1, 0, 0, 151643, 1, {151643}}},
+    /* not a checkpoint: a small Llama for tests and smoke runs of `asymkv bench --synthetic`
+     * (the bundled reference model's shape with 4 layers) */
+    {"tiny", {ARCH_LLAMA, "LlamaForCausalLM", 4096, 256, 768, 4, 8, 2, 32, 1e-5f,
+              ROPE_PLAIN(10000.0), 4096, 1, 0, 0, 0, 1, 1, {2}}},
 };
 #define N_SHAPES (sizeof SHAPES / sizeof SHAPES[0])
 
 const char *shape_names(void) {
-    return "llama-2-7b, llama-2-13b, llama-3-8b, llama-3-70b, mistral-7b, qwen2-7b";
+    return "llama-2-7b, llama-2-13b, llama-3-8b, llama-3-70b, mistral-7b, qwen2-7b, tiny";
 }
 
 akv_status shape_lookup(const char *name, model_config *c, akv_err *err) {

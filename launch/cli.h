@@ -24,7 +24,9 @@ typedef struct cli_settings {
     int kv_hi_bits;              /* high width of asymkv:LK/LV */
     int kv_group;                /* G */
     int kv_residual;             /* R */
-    const char *shape;           /* built-in model shape (dist/shapes.h) */
+    const char *shape;           /* built-in model shape (dist/shapes.h); bench --synthetic */
+    int prompt_len;              /* bench: prompt tokens per sequence */
+    const char *json;            /* bench: results as JSON */
     int ranks;                   /* pipeline stages; 0 = the MPI world size */
     const char *mem_per_rank;    /* "80G" or "80G,80G,40G" */
     const char *layers_per_rank; /* "10,12,10" */

@@ -15,7 +15,11 @@
 #include "textio.h"
 
 akv_status check_common(const cli_settings *s, akv_err *err) {
-    if (!s->model) return akv_fail(err, AKV_EINPUT, "--model DIR is required");
+    if (!s->model && !s->shape)
+        return akv_fail(err, AKV_EINPUT, "--model DIR is required%s",
+                        s->cmd && !strcmp(s->cmd->name, "bench") ? " (or --synthetic SHAPE)" : "");
+    if (s->model && s->shape)
+        return akv_fail(err, AKV_EINPUT, "give --model DIR or --synthetic SHAPE, not both");
     if (strcmp(s->backend, "auto") && strcmp(s->backend, "cpu") && strcmp(s->backend, "cuda"))
         return akv_fail(err, AKV_EINPUT, "--backend must be auto, cpu or cuda, not \"%s\"",
                         s->backend);
@@ -43,9 +47,14 @@ akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, in
     *res = *s;
     res->ctx = s->ctx ? s->ctx : p->max_T + n_new;
     if ((st = ranks_layers(r, s, res->ctx, err))) return st;
-    engine_opts o = {s->model, res->ctx, s->batch, s->prefill_chunk, s->micro_batches, r->layers,
-                     r->comm, &r->kv, s->diag || s->search_kv,
-                     r->on_device ? STAGE_CUDA : STAGE_CPU, r->dev.device};
+    engine_opts o = {.model_dir = s->model, .ctx = res->ctx, .batch = s->batch,
+                     .prefill_chunk = s->prefill_chunk, .micro_batches = s->micro_batches,
+                     .layers = r->layers, .comm = r->comm, .kv = &r->kv,
+                     .diag = s->diag || s->search_kv,
+                     .backend = r->on_device ? STAGE_CUDA : STAGE_CPU, .device = r->dev.device,
+                     .synthetic = s->shape, .synth_seed = (uint64_t)s->seed,
+                     .timing = s->cmd && !strcmp(s->cmd->name, "bench"),
+                     .ignore_eos = s->cmd && !strcmp(s->cmd->name, "bench")};
     res->backend = r->on_device ? "cuda" : "cpu";
     if ((st = engine_open(e, &o, err))) return st;
     res->micro_batches = engine_micro_batches(*e);

@@ -41,6 +41,20 @@ static const cmd_def CMD_PLAN = {
     "asymkv plan --shape llama-3-70b --ranks 4 --mem-per-rank 140G --ctx 131072 --batch 16 "
     "--kv asymkv:80/0", PLAN_OPTS, cmd_plan};
 
+static const char *const BENCH_OPTS[] = {"model", "synthetic", "prompt-len", "max-tokens", "batch",
+                                         "ctx", "prefill-chunk", "micro-batches",
+                                         "layers-per-rank", "mem-per-rank", "kv", "kv-hi-bits",
+                                         "kv-group", "kv-residual", "backend", "seed", "json",
+                                         "quiet", "help", NULL};
+
+static const cmd_def CMD_BENCH = {
+    "bench", "TTFT, decode tok/s and TPOT, per-rank memory and pipeline bubbles (random prompts)",
+    "(--model DIR | --synthetic SHAPE) [--batch B] [--prompt-len T] [-n N] [--kv CONFIG] "
+    "[--micro-batches M] [--json FILE] [options]\n  (under mpirun: N ranks = N pipeline stages; "
+    "greedy, EOS ignored, one 2-token warm-up run first)",
+    "mpirun -np 2 asymkv bench --synthetic tiny --batch 8 --prompt-len 256 -n 64 --kv asymkv:2/0",
+    BENCH_OPTS, cmd_bench};
+
 static const char *const TOKENIZE_OPTS[] = {"tokenizer", "text", "file", "add-special", "decode",
                                             "ids", "ids-file", "quiet", "help", NULL};
 
@@ -84,5 +98,5 @@ static const cmd_def CMD_BATCH = {
     BATCH_OPTS, cmd_batch};
 
 const cmd_def *const cli_commands[] = {&CMD_GENERATE, &CMD_BATCH, &CMD_LOGITS, &CMD_EVAL,
-                                       &CMD_PLAN, &CMD_TOKENIZE, NULL};
+                                       &CMD_BENCH, &CMD_PLAN, &CMD_TOKENIZE, NULL};
 

@@ -20,5 +20,6 @@ akv_status open_engine(ranks_ctx *r, const cli_settings *s, const prompts *p, in
                        engine_t **e, cli_settings *res, akv_err *err);
 int cmd_eval(const cli_settings *s);
 int cmd_batch(const cli_settings *s);
+int cmd_bench(const cli_settings *s);
 
 #endif

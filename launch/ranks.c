@@ -9,6 +9,7 @@
 #include "config.h"
 #include "io.h"
 #include "plan.h"
+#include "shapes.h"
 #include "textio.h"
 
 static int world_rank(const ranks_ctx *r) { return r->world ? r->world->rank : 0; }
@@ -47,7 +48,8 @@ akv_status ranks_agree(ranks_ctx *r, akv_status mine, akv_err *err) {
 }
 
 akv_status ranks_model(ranks_ctx *r, const cli_settings *s, akv_err *err) {
-    akv_status st = config_load(&r->cfg, s->model, err);
+    akv_status st = s->shape ? shape_lookup(s->shape, &r->cfg, err)
+                             : config_load(&r->cfg, s->model, err);
     if (!st)
         st = kvcfg_parse(&r->kv, s->kv, r->cfg.n_layers, s->kv_hi_bits, s->kv_group,
                          s->kv_residual, err);

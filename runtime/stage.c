@@ -362,6 +362,10 @@ akv_status stage_sample(stage_t *s, int n_rows, const int32_t *rows, const int32
     return AKV_OK;
 }
 
+akv_status stage_sync(stage_t *s, akv_err *err) {
+    return s->cu ? scu_sync(s->cu, err) : AKV_OK;
+}
+
 int stage_seq_len(const stage_t *s, int seq) { return s->seq_len[seq]; }
 
 void stage_seq_reset(stage_t *s, int seq) {

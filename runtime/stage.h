@@ -80,6 +80,9 @@ akv_status stage_sample(stage_t *s, int n_rows, const int32_t *rows, const int32
 /* Sets a slot's sampling history (the prompt) on the last stage; at most --ctx ids. */
 akv_status stage_hist_set(stage_t *s, int slot, const int32_t *ids, int n, akv_err *err);
 
+/* Returns when all work queued on the stage has finished (a no-op on the CPU). */
+akv_status stage_sync(stage_t *s, akv_err *err);
+
 /* Positions stored for a sequence; forgetting a sequence frees its slot. */
 int stage_seq_len(const stage_t *s, int seq);
 void stage_seq_reset(stage_t *s, int seq);

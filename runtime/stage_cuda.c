@@ -421,6 +421,13 @@ void scu_seq_reset(stage_cuda *s, int seq) {
     if (s->hist_len) (void)cudaMemsetAsync(s->hist_len + seq, 0, sizeof(int32_t), s->stream);
 }
 
+akv_status scu_sync(stage_cuda *s, akv_err *err) {
+    akv_status st = AKV_OK;
+    CUDA_CHECK(err, cudaStreamSynchronize(s->stream));
+fail:
+    return st;
+}
+
 akv_status scu_act_alloc(stage_cuda *s, size_t n, float **out, akv_err *err) {
     akv_status st = AKV_OK;
     *out = NULL;
@@ -878,6 +885,7 @@ static akv_status none(akv_err *err) {
 }
 
 akv_status scu_act_alloc(stage_cuda *s, size_t n, float **out, akv_err *err) { return none(err); }
+akv_status scu_sync(stage_cuda *s, akv_err *err) { return none(err); }
 void scu_act_free(stage_cuda *s, float *x) {}
 akv_status scu_copy(stage_cuda *s, float *dst, const float *src, size_t n, int to_device,
                     akv_err *err) { return none(err); }

@@ -41,6 +41,13 @@ typedef struct stage_weights {
 akv_status weights_load(stage_weights *w, const model_config *c, const st_model *st, int l0,
                         int l1, int with_embed, int with_head, akv_err *err);
 
+/* Random weights of layers [l0, l1) and the extras, for `asymkv bench --synthetic` (no
+ * checkpoint): matrices uniform in +-sqrt(3 / fan_in) / 2, norms 1, biases +-0.02, each tensor
+ * from its own stream of (seed, its checkpoint name), so every rank placement builds the same
+ * model. */
+akv_status weights_synthetic(stage_weights *w, const model_config *c, int l0, int l1,
+                             int with_embed, int with_head, uint64_t seed, akv_err *err);
+
 /* Checks that every tensor of the model exists with the right shape, without reading data. */
 akv_status weights_check_all(const model_config *c, const st_model *st, akv_err *err);
 

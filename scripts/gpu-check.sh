@@ -11,7 +11,7 @@
 # .debs) carried along; from the lead's machine: run tool, command scripts/gpu-check.sh,
 # carry [".debs"], timeout 600.
 #   scripts/gpu-check.sh                    all steps
-#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu e2e memcheck bench (setup and
+#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu e2e memcheck bench modelbench (setup and
 #                                           build always run)
 #   GPU_CHECK_BUDGET=540                    seconds before remaining steps are skipped (default 540,
 #                                           so the table prints inside a 600 s command limit)
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 SECONDS=0
 BUDGET=${GPU_CHECK_BUDGET:-540}
-WANT=" ${GPU_CHECK_STEPS:-cpu gpu e2e memcheck bench} "
+WANT=" ${GPU_CHECK_STEPS:-cpu gpu e2e memcheck bench modelbench} "
 BUILD=build-gpu
 LOGS=${OUT:-$BUILD/check-logs}
 mkdir -p "$LOGS"
@@ -146,6 +146,21 @@ e2e() {
   done
 }
 
+# Whole-model decode on the GPU: asymkv bench on a synthetic Llama-3-8B (fp16 vs AsymKV caches)
+# and the bundled model; JSON per run in $LOGS.
+# shellcheck disable=SC2317
+modelbench() {
+  local bin=$BUILD/asymkv
+  for kv in fp16 asymkv:32/0 "k=1x32;v=1x32"; do
+    "$bin" bench -q --synthetic llama-3-8b --batch 16 --prompt-len 2048 -n 64 --kv "$kv" \
+      --backend cuda --json "$LOGS/bench-8b-${kv//[^a-z0-9]/_}.json" || return 1
+  done
+  "$bin" bench -q --model models/default --batch 16 --prompt-len 512 -n 128 --kv asymkv:2/0 \
+    --backend cuda --json "$LOGS/bench-ref.json" || return 1
+  mpirun -np 2 "$bin" bench -q --model models/default --batch 16 --prompt-len 512 -n 128 \
+    --kv asymkv:2/0 --backend cuda --json "$LOGS/bench-ref-np2.json" || return 1
+}
+
 # shellcheck disable=SC2317
 memcheck_model() {
   ASYMKV_GPU_QUICK=1 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
@@ -178,7 +193,7 @@ for r in rows:
 PY
 }
 
-export -f unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_model e2e bench
+export -f unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_model e2e modelbench bench
 export BUILD LOGS
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
@@ -224,6 +239,10 @@ if [[ $WANT == *" bench "* ]]; then
     step bench bench.log 240 bench
   else record bench SKIP 0 "not built"; fi
 fi
+if [[ $WANT == *" modelbench "* ]]; then
+  if [ -x "$BUILD/asymkv" ]; then step modelbench modelbench.log 240 modelbench
+  else record modelbench SKIP 0 "not built"; fi
+fi
 if [[ $WANT == *" cpu "* ]]; then
   if [ "$configured" -eq 0 ]; then
     step cpu-tests cpu-tests.log 300 ctest --test-dir "$BUILD" -LE gpu --output-on-failure \
@@ -259,6 +278,8 @@ fi
     grep -cE "^([0-9]+: )?kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
   fi
   [ -f "$LOGS/bench_decode_attn.csv" ] && bench_table
+  [ -f "$LOGS/modelbench.log" ] && grep -E "^asymkv bench|prefill:|decode:|reads" \
+    "$LOGS/modelbench.log" | sed 's/^/  /' | head -n 24
   printf '%-16s %-5s %7s  %s\n' step state seconds note
   for i in "${!names[@]}"; do
     printf '%-16s %-5s %7s  %s\n' "${names[$i]}" "${states[$i]}" "${secs[$i]}" "${notes[$i]}"
