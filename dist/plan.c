@@ -30,12 +30,27 @@ static size_t layer_params(const model_config *c) {
 
 /* fp32 scratch of one forward call of T rows, mirroring runtime/stage.c: normed input and
  * residual temp (2H), q and attention output (2QD), k and v (2KD), gate and up (2I), the
- * hidden state received and sent (2H), positions (1), and ctx attention scores. */
-static size_t workspace_bytes(const model_config *c, const plan_deploy *d) {
+ * hidden state received and sent (2H), positions (1), and ctx attention scores. On the GPU
+ * (bf16 weights) also what runtime/stage_cuda.c's arena holds besides weights and cache: the
+ * dense fp16 K/V scratch of one sequence for prefill over a compressed layer, the attention
+ * workspace (its bound for one sequence: 2048 parts of head_dim + 2 floats per head), the
+ * sampling histories (batch x ctx ids), and cuBLASLt's bf16 copy of a GEMM input. */
+static size_t workspace_bytes(const model_config *c, const kv_config *kv, const plan_deploy *d) {
     size_t H = (size_t)c->hidden, I = (size_t)c->intermediate;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     size_t per_row = 4 * H + 2 * QD + 2 * KD + 2 * I + 1;
-    return 4 * ((size_t)d->tokens * per_row + (size_t)d->ctx);
+    size_t b = 4 * ((size_t)d->tokens * per_row + (size_t)d->ctx);
+    if (d->weight_bytes != 2) return b;
+    int quant = 0;
+    for (int l = 0; l < kv->n_layers; l++) quant |= kv->k_bits[l] <= 4 || kv->v_bits[l] <= 4;
+    const size_t G = kv->group > 0 ? (size_t)kv->group : 32;
+    const size_t ctxp = ((size_t)d->ctx + G - 1) / G * G;
+    const size_t widest = I > QD ? (I > H ? I : H) : (QD > H ? QD : H);
+    if (quant) b += 2 * ctxp * KD * 2;
+    b += (size_t)c->n_heads * 2048 * ((size_t)c->head_dim + 2) * 4;
+    b += (size_t)d->batch * d->ctx * 4;
+    b += (size_t)d->tokens * widest * 2;
+    return b;
 }
 
 akv_status plan_costs_init(plan_costs *pc, const model_config *c, const kv_config *kv,
@@ -54,11 +69,15 @@ akv_status plan_costs_init(plan_costs *pc, const model_config *c, const kv_confi
         pc->weights[l] = layer_params(c) * wb;
         pc->kv[l] = kvcfg_layer_bytes(kv, l, c->n_kv_heads, c->head_dim, d->ctx, d->batch);
     }
-    pc->workspace = workspace_bytes(c, d);
+    pc->workspace = workspace_bytes(c, kv, d);
     pc->embed = VH * wb;
     pc->norm = (size_t)c->hidden * wb;
     pc->lm_head = VH * wb;
-    pc->logits = (size_t)d->tokens * c->vocab_size * sizeof(float);
+    /* logits: the CPU stage's rows of one call; the GPU stage's head works 256 rows at a time
+     * and keeps the sampler's workspace of the same size */
+    pc->logits = d->weight_bytes == 2
+                     ? 2 * (size_t)(d->tokens < 256 ? d->tokens : 256) * c->vocab_size * sizeof(float)
+                     : (size_t)d->tokens * c->vocab_size * sizeof(float);
     pc->tied = c->tie_embeddings;
     return AKV_OK;
 }

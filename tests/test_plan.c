@@ -192,8 +192,9 @@ Test(plan, shapes_tied_head) {
     cr_assert_eq(plan_costs_init(&c, &m, &kv, &d, NULL), AKV_OK);
     size_t embed = 32000u * 4096u * 2u;
     cr_expect_eq(c.lm_head, embed);
-    cr_expect_eq(plan_extras(&c, 1, 2), embed + 4096 * 2 + 32000 * 4);
-    cr_expect_eq(plan_extras(&c, 0, 1), embed + 4096 * 2 + 32000 * 4);
+    /* the GPU head: norm, the logits of its rows and the sampler's workspace as big */
+    cr_expect_eq(plan_extras(&c, 1, 2), embed + 4096 * 2 + 2 * 32000 * 4);
+    cr_expect_eq(plan_extras(&c, 0, 1), embed + 4096 * 2 + 2 * 32000 * 4);
 }
 
 Test(plan, not_fit_names_rank_and_bytes) {
