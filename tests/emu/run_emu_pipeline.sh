@@ -55,5 +55,18 @@ done
 checks=$((checks + 1))
 grep -qE "backend +cuda" "$TMP/set.err" && grep -q "cuda:0" "$TMP/set.err" ||
   fail "--backend auto did not pick the (emulated) GPU: $(grep -E 'backend|device' "$TMP/set.err")"
+# CPU-only modes on --backend cuda: one line, exit 2; with auto they run on the CPU
+for bad in "generate --prompt Hi -n 2 --kv fp32 --backend cuda" \
+  "eval --text-file $SRC/models/default/heldout.txt --window 64 --diag --backend cuda"; do
+  checks=$((checks + 1))
+  rc=0
+  # shellcheck disable=SC2086
+  "$EMU" $bad -q --model "$SRC/models/default" >/dev/null 2>"$TMP/bad.err" </dev/null || rc=$?
+  [ "$rc" = 2 ] && [ "$(wc -l <"$TMP/bad.err")" = 1 ] && grep -q "backend cpu" "$TMP/bad.err" ||
+    fail "$bad: exit $rc, stderr: $(head -3 "$TMP/bad.err")"
+done
+checks=$((checks + 1))
+"$EMU" generate -q --model "$SRC/models/default" --prompt Hi -n 2 --kv fp32 >/dev/null \
+  2>"$TMP/auto.err" </dev/null || fail "--kv fp32 with --backend auto: $(head -2 "$TMP/auto.err")"
 echo "run_emu_pipeline: $checks checks, $fails failed"
 [ "$fails" = 0 ]
