@@ -273,7 +273,7 @@ fi
   [ -f "$LOGS/memcheck-kvattn.log" ] && grep -E "ERROR SUMMARY|Synthesis" \
     "$LOGS/memcheck-kvattn.log" | sort | uniq -c | sed 's/^/  kvattn /' | head -n 10
   if [ -f "$LOGS/gpu-tests.log" ]; then
-    grep -E "^kvattn .*FAIL|^kvquant .*[1-9][0-9]* (bytes|units) differ" "$LOGS/gpu-tests.log" \
+    grep -E "^kvattn .*FAIL|^kvquant .*[1-9][0-9]* (bytes|units) differ|^kvquant dense.*([1-9][0-9]* dense|[1-9][0-9]* cache)" "$LOGS/gpu-tests.log" \
       | sed 's/^/  /' | head -n 20
     grep -cE "^([0-9]+: )?kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
   fi

@@ -6,7 +6,11 @@
  *    pair 16/4/2/1 x 16/4/2/1, G 32 and 64, GQA 1/4/8, head_dim 64 and 128, lengths around
  *    multiples of G and R, plus 40000-token Llama-3-8B-shaped rows;
  *  - kvq_append_cuda is stepped beside kvcache_append and the units and windows must match
- *    byte for byte; kvq_flush_cuda against kvq_quantize_group on the same window data.
+ *    byte for byte; kvq_flush_cuda against kvq_quantize_group on the same window data;
+ *  - kvq_dense_cuda / kvq_commit_cuda (the CUDA stage's prefill path) against
+ *    kvq_view_dequantize and kvcache_append of a chunk, bit for bit; the fp16 roundings.
+ *    (These three were written without a GPU; their plumbing was run with tests/emu's
+ *    launchers, which are the twins, so only the kernels themselves remain unverified.)
  * Tolerance (attention): both sides are fp32 (the MMA kernel keeps fp32-level accuracy through
  * exact codes and hi+lo fp16 operand halves), so only the summation order and the formula
  * (code * scale + zero vs beta + sum w * code) differ. An output is a weighted mean of terms of
@@ -566,4 +570,112 @@ Test(kvquant_flush, matches_quantize_group) {
         free_cache(&dc);
     }
     cudaStreamDestroy(s);
+}
+
+/* ---- the prefill path of a compressed layer (runtime/stage_cuda.c): kvq_dense_cuda must give
+ * the fp16 rounding of kvq_view_dequantize bit for bit (the dequantization is not fused into an
+ * FMA, as in the twin); kvq_commit_cuda, given the dense rows plus a chunk's new rows, must
+ * leave the device cache byte-identical to kvcache_append of the same chunk (every byte the
+ * host view owns afterwards, the rest poisoned). ---- */
+
+static int dense_commit_check(const cache_spec *cs, int len0, int m, uint32_t *seed,
+                              cudaStream_t s) {
+    kv_config cfg;
+    chan_stats st = make_stats(cs->n_kv * cs->D, seed);
+    const int ctx = 800, row = cs->n_kv * cs->D;
+    dev_cache dc = build_cache(cs, &len0, 1, ctx, &cfg, &st, seed, s);
+    const size_t n0 = (size_t)len0 * row, n1 = (size_t)(len0 + m) * row;
+    /* dense rows of the stored positions: device vs twin */
+    kvq_view wa;
+    kvcache_view(dc.kv, 0, 0, &wa);
+    float *kf = xmalloc(n1 * 4), *vf = xmalloc(n1 * 4);
+    kvq_view_dequantize(&wa, kf, vf);
+    uint16_t *want = xmalloc(2 * n1 * 2), *got = xmalloc(2 * n1 * 2);
+    for (size_t i = 0; i < n0; i++) want[i] = akv_f32_to_f16(kf[i]), want[n1 + i] = akv_f32_to_f16(vf[i]);
+    uint16_t *d_dense = dev_poisoned(2 * n1 * 2, s);
+    CUDA_CHECK_EXIT(kvq_dense_cuda(d_dense, d_dense + n1, dc.d_seqs, len0, cs->n_kv, cs->D, cs->G,
+                                   cs->kb, cs->vb, s));
+    dev_download(got, d_dense, 2 * n1 * 2, s);
+    size_t dense_bad = 0;
+    for (size_t i = 0; i < n0; i++) dense_bad += (got[i] != want[i]) + (got[n1 + i] != want[n1 + i]);
+    /* the chunk: appended on the host, committed on the device from the dense rows */
+    float *k = xmalloc((size_t)m * row * 4), *v = xmalloc((size_t)m * row * 4);
+    make_rows(k, v, m, row, &st, seed);
+    for (size_t i = 0; i < (size_t)m * row; i++)
+        want[n0 + i] = akv_f32_to_f16(k[i]), want[n1 + n0 + i] = akv_f32_to_f16(v[i]);
+    akv_err err = {0};
+    cr_assert_eq(kvcache_append(dc.kv, 0, 0, m, k, v, &err), AKV_OK, "%s", err.msg);
+    kvq_view wb;
+    kvcache_view(dc.kv, 0, 0, &wb);
+    CUDA_CHECK_EXIT(cudaMemcpyAsync(d_dense, want, 2 * n1 * 2, cudaMemcpyHostToDevice, s));
+    const int kq = cs->kb <= 4 ? wa.kq : 0, kq1 = cs->kb <= 4 ? wb.kq : 0;
+    const int vq = cs->vb <= 4 ? wa.vq : 0, vq1 = cs->vb <= 4 ? wb.vq : 0;
+    const kvq_commit_args a = {dc.d_seqs, d_dense, d_dense + n1, kq, kq1, vq, vq1,
+                               kq1 > len0 ? kq1 : len0, vq1 > len0 ? vq1 : len0, len0 + m,
+                               cs->n_kv, cs->D, cs->G, cs->kb, cs->vb};
+    CUDA_CHECK_EXIT(kvq_commit_cuda(&a, s));
+    uint8_t *cache = xmalloc(dc.bytes[0]);
+    dev_download(cache, dc.dmem[0], dc.bytes[0], s);
+    char label[96];
+    snprintf(label, sizeof label, "commit k%d/v%d G%d R%d D%d len %d + %d", cs->kb, cs->vb, cs->G,
+             cs->R, cs->D, len0, m);
+    const size_t commit_bad = compare_view(&wb, cache, label);
+    fprintf(stderr, "kvquant dense+commit k%d/v%d G%d R%d D%d len %d + %d (kq %d->%d, vq %d->%d): "
+            "%zu dense halves, %zu cache bytes differ\n", cs->kb, cs->vb, cs->G, cs->R, cs->D,
+            len0, m, kq, kq1, vq, vq1, dense_bad, commit_bad);
+    cudaFree(d_dense);
+    free(kf), free(vf), free(want), free(got), free(k), free(v), free(cache);
+    free_stats(&st);
+    free_cache(&dc);
+    return dense_bad == 0 && commit_bad == 0;
+}
+
+Test(kvquant_dense_commit, match_kvcache) {
+    REQUIRE_GPU();
+    const cache_spec specs[] = {{2, 1, 32, 128, 128, 2}, {1, 1, 32, 64, 64, 2},
+                                {4, 16, 64, 128, 128, 1}, {16, 2, 32, 128, 64, 4},
+                                {1, 4, 32, 32, 32, 2},   {2, 2, 128, 256, 128, 2}};
+    const int chunks[][2] = {{0, 50}, {37, 200}, {130, 1}, {64, 64}, {250, 300}, {31, 2}};
+    cudaStream_t s = new_stream();
+    uint32_t seed = 0xde5e1u;
+    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++)
+        for (size_t j = 0; j < sizeof chunks / sizeof chunks[0]; j++)
+            cr_expect(dense_commit_check(&specs[c], chunks[j][0], chunks[j][1], &seed, s),
+                      "dense/commit spec %zu len %d + %d", c, chunks[j][0], chunks[j][1]);
+    cudaStreamDestroy(s);
+}
+
+/* kvq_round_f16_cuda and f32_to_f16_cuda: bit-identical to the host roundings, over normal,
+ * subnormal, overflowing and tie values. */
+Test(kvquant_round, matches_twin) {
+    REQUIRE_GPU();
+    const size_t n = 1 << 16;
+    float *x = xmalloc(n * 4), *want = xmalloc(n * 4), *got = xmalloc(n * 4);
+    uint16_t *h16 = xmalloc(n * 2), *g16 = xmalloc(n * 2);
+    uint32_t seed = 0x7e57u;
+    for (size_t i = 0; i < n; i++) {
+        const float e = rng_uniform(&seed, -30.0f, 18.0f); /* 2^-30 .. 2^18: past both ends */
+        x[i] = (rng_next(&seed) & 1 ? -1.0f : 1.0f) * exp2f(e);
+        if (i % 7 == 0) x[i] = ((float)(rng_next(&seed) % 4096) + 0.5f) / 1024.0f; /* ties */
+    }
+    memcpy(want, x, n * 4);
+    kvq_round_f16(want, n);
+    for (size_t i = 0; i < n; i++) h16[i] = akv_f32_to_f16(x[i]);
+    cudaStream_t s = new_stream();
+    float *d = dev_upload(x, n * 4, s);
+    uint16_t *d16 = dev_poisoned(n * 2, s);
+    CUDA_CHECK_EXIT(f32_to_f16_cuda(d16, d, n, s));
+    CUDA_CHECK_EXIT(kvq_round_f16_cuda(d, n, s));
+    dev_download(got, d, n * 4, s);
+    dev_download(g16, d16, n * 2, s);
+    size_t bad = 0, bad16 = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad += memcmp(&got[i], &want[i], 4) != 0;
+        bad16 += g16[i] != h16[i];
+    }
+    cr_expect_eq(bad, 0, "%zu of %zu rounded values differ", bad, n);
+    cr_expect_eq(bad16, 0, "%zu of %zu fp16 conversions differ", bad16, n);
+    cudaFree(d), cudaFree(d16);
+    cudaStreamDestroy(s);
+    free(x), free(want), free(got), free(h16), free(g16);
 }
