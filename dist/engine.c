@@ -220,7 +220,15 @@ void engine_diag_rows(const engine_t *e, kvdiag_layer *rows) {
         rows[l] = *kvdiag_result(d, l - e->w.layer_begin);
 }
 
-void engine_timing_reset(engine_t *e) { memset(&e->timing, 0, sizeof e->timing); }
+void engine_timing_reset(engine_t *e) {
+    const double bw = e->timing.bandwidth;
+    memset(&e->timing, 0, sizeof e->timing);
+    e->timing.bandwidth = bw;
+}
+
+akv_status engine_measure_bandwidth(engine_t *e, akv_err *err) {
+    return stage_bandwidth(e->stage, &e->timing.bandwidth, err);
+}
 
 akv_status engine_gather_timing(engine_t *e, engine_timing *rows, akv_err *err) {
     if (!e->comm) {

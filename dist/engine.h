@@ -78,9 +78,13 @@ void engine_diag_rows(const engine_t *e, kvdiag_layer *rows);
 typedef struct engine_timing {
     double busy_prefill_s, busy_decode_s, comm_s, wall_s;
     int64_t ticks, work_ticks;
+    double bandwidth; /* bytes/s of this rank's memory (engine_measure_bandwidth), 0 = not yet */
 } engine_timing;
 
-void engine_timing_reset(engine_t *e);
+/* Measures this rank's memory bandwidth (stage_bandwidth) into its timing row. Not collective. */
+akv_status engine_measure_bandwidth(engine_t *e, akv_err *err);
+
+void engine_timing_reset(engine_t *e); /* keeps the bandwidth */
 
 /* Collective: rows[ranks] on rank 0 (may be NULL elsewhere). */
 akv_status engine_gather_timing(engine_t *e, engine_timing *rows, akv_err *err);

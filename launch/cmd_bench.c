@@ -46,18 +46,34 @@ typedef struct bench_result {
     engine_stats st;
     int ranks, steps;
     double tpot_s, step_bytes, mem_ratio, even_ratio, mem_max, even_max;
+    double floor_s; /* slowest rank's bytes per decode step / its measured bandwidth */
+    int floor_rank;
 } bench_result;
 
 /* Bytes a decode step reads: all weights, and every layer's cache at the mean context of the
  * decode phase (codes and scales; windows at fp16). */
-static double step_bytes(const ranks_ctx *r, const cli_settings *s, const engine_rank_info *rows,
-                         int n) {
-    double b = 0;
-    for (int i = 0; i < n; i++) b += (double)rows[i].weight_bytes;
+static double rank_step_bytes(const ranks_ctx *r, const cli_settings *s,
+                              const engine_rank_info *row) {
+    double b = (double)row->weight_bytes;
     const double mean_len = s->prompt_len + s->n_new / 2.0;
-    for (int l = 0; l < r->kv.n_layers; l++)
+    for (int l = row->layer_begin; l < row->layer_end; l++)
         b += (double)kvcfg_token_bytes(&r->kv, l, r->cfg.n_kv_heads, r->cfg.head_dim) * mean_len *
              s->batch;
+    return b;
+}
+
+/* The whole step's bytes, and the floor: ranks stream their own bytes at once, so a step
+ * cannot be faster than the slowest rank's bytes over its measured bandwidth. */
+static double step_bytes(const ranks_ctx *r, const cli_settings *s, const engine_rank_info *rows,
+                         const engine_timing *tm, int n, double *floor_s, int *floor_rank) {
+    double b = 0;
+    *floor_s = 0, *floor_rank = 0;
+    for (int i = 0; i < n; i++) {
+        const double bi = rank_step_bytes(r, s, &rows[i]);
+        b += bi;
+        const double f = tm[i].bandwidth > 0 ? bi / tm[i].bandwidth : 0;
+        if (f > *floor_s) *floor_s = f, *floor_rank = i;
+    }
     return b;
 }
 
@@ -112,6 +128,9 @@ static void print_report(FILE *f, const cli_settings *res, const char *kv_canon,
             1e3 * b->tpot_s, res->batch);
     fprintf(f, "  decode step reads %.3f GB (weights + KV at the mean context): %.1f GB/s "
             "achieved\n", b->step_bytes / 1e9, b->step_bytes / 1e9 / (b->tpot_s + 1e-12));
+    fprintf(f, "  floor per step %.3f ms (rank %d: its bytes / its measured copy bandwidth %.1f "
+            "GB/s); TPOT = %.2f x the floor\n", 1e3 * b->floor_s, b->floor_rank,
+            tm[b->floor_rank].bandwidth / 1e9, b->tpot_s / (b->floor_s + 1e-15));
     fprintf(f, "  %4s %-8s %11s %11s %9s %9s %8s %8s %7s\n", "rank", "layers", "weights",
             "KV cache", "prefill s", "decode s", "comm s", "wall s", "bubble");
     for (int i = 0; i < b->ranks; i++) {
@@ -152,6 +171,8 @@ static akv_status write_json(const char *path, const cli_settings *res, const ch
                             (b->st.new_tokens - res->batch) / (b->st.decode_s + 1e-12));
     cJSON_AddNumberToObject(o, "tpot_s", b->tpot_s);
     cJSON_AddNumberToObject(o, "step_bytes", b->step_bytes);
+    cJSON_AddNumberToObject(o, "floor_s", b->floor_s);
+    cJSON_AddNumberToObject(o, "tpot_over_floor", b->tpot_s / (b->floor_s + 1e-15));
     cJSON_AddNumberToObject(o, "mem_max_over_min", b->mem_ratio);
     cJSON_AddNumberToObject(o, "even_split_max_over_min", b->even_ratio);
     cJSON_AddNumberToObject(o, "mem_largest_bytes", b->mem_max);
@@ -168,6 +189,7 @@ static akv_status write_json(const char *path, const cli_settings *res, const ch
         cJSON_AddNumberToObject(r, "busy_decode_s", tm[i].busy_decode_s);
         cJSON_AddNumberToObject(r, "comm_s", tm[i].comm_s);
         cJSON_AddNumberToObject(r, "wall_s", tm[i].wall_s);
+        cJSON_AddNumberToObject(r, "bandwidth_bytes_s", tm[i].bandwidth);
         cJSON_AddNumberToObject(r, "bubble", 1.0 - busy / (tm[i].wall_s + 1e-12));
         cJSON_AddItemToArray(rs, r);
     }
@@ -188,7 +210,9 @@ static akv_status bench_run(ranks_ctx *r, const cli_settings *res, engine_t *e, 
                             akv_err *err) {
     const int n = engine_ranks(e), root = engine_rank(e) == 0;
     engine_stats warm;
-    akv_status st = engine_generate_batch(e, p->seqs, p->P, 2, NULL, NULL, &warm, err);
+    akv_status st = engine_measure_bandwidth(e, err);
+    if (st) return st;
+    st = engine_generate_batch(e, p->seqs, p->P, 2, NULL, NULL, &warm, err);
     if (st) return st;
     engine_timing_reset(e);
     bench_result b;
@@ -205,7 +229,7 @@ static akv_status bench_run(ranks_ctx *r, const cli_settings *res, engine_t *e, 
         kvcfg_format(&r->kv, kv_canon, sizeof kv_canon);
         b.steps = res->n_new - 1;
         b.tpot_s = b.st.decode_s / (b.steps > 0 ? b.steps : 1);
-        b.step_bytes = step_bytes(r, res, rows, n);
+        b.step_bytes = step_bytes(r, res, rows, tm, n, &b.floor_s, &b.floor_rank);
         memory_ratios(r, res, rows, n, &b);
         print_report(stdout, res, kv_canon, &b, rows, tm);
         fflush(stdout);

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels.h"
 #include "stage_cuda.h"
@@ -359,6 +360,34 @@ akv_status stage_sample(stage_t *s, int n_rows, const int32_t *rows, const int32
             ids_out[r0 + r] = t;
         }
     }
+    return AKV_OK;
+}
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+akv_status stage_bandwidth(stage_t *s, double *bytes_per_s, akv_err *err) {
+    if (s->cu) return scu_bandwidth(s->cu, bytes_per_s, err);
+    const size_t n = (size_t)256 << 20;
+    char *a = malloc(n), *b = malloc(n);
+    if (!a || !b) {
+        free(a), free(b);
+        return akv_fail(err, AKV_ERUNTIME, "out of host memory measuring bandwidth");
+    }
+    memset(a, 1, n);
+    memset(b, 2, n);
+    double best = 1e30;
+    for (int i = 0; i < 3; i++) {
+        const double t0 = wall_s();
+        memcpy(i & 1 ? a : b, i & 1 ? b : a, n);
+        const double t = wall_s() - t0;
+        best = t < best ? t : best;
+    }
+    *bytes_per_s = 2.0 * (double)n / best;
+    free(a), free(b);
     return AKV_OK;
 }
 

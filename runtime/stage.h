@@ -80,6 +80,11 @@ akv_status stage_sample(stage_t *s, int n_rows, const int32_t *rows, const int32
 /* Sets a slot's sampling history (the prompt) on the last stage; at most --ctx ids. */
 akv_status stage_hist_set(stage_t *s, int slot, const int32_t *ids, int n, akv_err *err);
 
+/* Measured copy bandwidth of the stage's memory in bytes/s (read + write counted once each, so
+ * a copy of n bytes moves 2n): a 512 MiB device-to-device copy timed with events on the GPU, a
+ * 256 MiB memcpy on the CPU; best of 3. The floor of a memory-bound step is its bytes over this. */
+akv_status stage_bandwidth(stage_t *s, double *bytes_per_s, akv_err *err);
+
 /* Returns when all work queued on the stage has finished (a no-op on the CPU). */
 akv_status stage_sync(stage_t *s, akv_err *err);
 

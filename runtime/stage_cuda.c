@@ -428,6 +428,36 @@ fail:
     return st;
 }
 
+akv_status scu_bandwidth(stage_cuda *s, double *bytes_per_s, akv_err *err) {
+    akv_status st = AKV_OK;
+    const size_t n = (size_t)512 << 20;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    float best = 1e30f;
+    CUDA_CHECK(err, cudaMalloc(&a, n));
+    CUDA_CHECK(err, cudaMalloc(&b, n));
+    CUDA_CHECK(err, cudaMemsetAsync(a, 1, n, s->stream));
+    CUDA_CHECK(err, cudaEventCreate(&e0));
+    CUDA_CHECK(err, cudaEventCreate(&e1));
+    for (int i = 0; i < 4; i++) { /* the first is a warm-up */
+        float ms = 0;
+        CUDA_CHECK(err, cudaEventRecord(e0, s->stream));
+        CUDA_CHECK(err, cudaMemcpyAsync(i & 1 ? a : b, i & 1 ? b : a, n, cudaMemcpyDeviceToDevice,
+                                        s->stream));
+        CUDA_CHECK(err, cudaEventRecord(e1, s->stream));
+        CUDA_CHECK(err, cudaEventSynchronize(e1));
+        CUDA_CHECK(err, cudaEventElapsedTime(&ms, e0, e1));
+        if (i > 0 && ms < best) best = ms;
+    }
+    *bytes_per_s = 2.0 * (double)n / (1e-3 * (best > 0 ? best : 1e-3f));
+fail:
+    if (e0) (void)cudaEventDestroy(e0);
+    if (e1) (void)cudaEventDestroy(e1);
+    if (a) (void)cudaFree(a);
+    if (b) (void)cudaFree(b);
+    return st;
+}
+
 akv_status scu_act_alloc(stage_cuda *s, size_t n, float **out, akv_err *err) {
     akv_status st = AKV_OK;
     *out = NULL;
@@ -886,6 +916,7 @@ static akv_status none(akv_err *err) {
 
 akv_status scu_act_alloc(stage_cuda *s, size_t n, float **out, akv_err *err) { return none(err); }
 akv_status scu_sync(stage_cuda *s, akv_err *err) { return none(err); }
+akv_status scu_bandwidth(stage_cuda *s, double *bytes_per_s, akv_err *err) { return none(err); }
 void scu_act_free(stage_cuda *s, float *x) {}
 akv_status scu_copy(stage_cuda *s, float *dst, const float *src, size_t n, int to_device,
                     akv_err *err) { return none(err); }

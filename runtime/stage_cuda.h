@@ -33,6 +33,7 @@ akv_status scu_sample(stage_cuda *s, int n_rows, const int32_t *rows, const int3
 akv_status scu_hist_set(stage_cuda *s, int slot, const int32_t *ids, int n, akv_err *err);
 void scu_seq_reset(stage_cuda *s, int seq);
 akv_status scu_sync(stage_cuda *s, akv_err *err);
+akv_status scu_bandwidth(stage_cuda *s, double *bytes_per_s, akv_err *err);
 size_t scu_kv_layer_bytes(const stage_cuda *s, int layer);
 size_t scu_kv_bytes(const stage_cuda *s);
 size_t scu_weight_bytes(const stage_cuda *s);

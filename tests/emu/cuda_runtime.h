@@ -50,6 +50,8 @@ struct cudaDeviceProp {
 #define cudaEventDestroy emu_cudaEventDestroy
 #define cudaEventRecord emu_cudaEventRecord
 #define cudaEventSynchronize emu_cudaEventSynchronize
+#define cudaEventCreate emu_cudaEventCreate
+#define cudaEventElapsedTime emu_cudaEventElapsedTime
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d); /* one GPU, one UUID */
 const char *cudaGetErrorString(cudaError_t e);
@@ -71,6 +73,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end); /* host clock */
 
 /* The launchers of kernels_cuda.h and sample_cuda.h, renamed to their emulations. */
 #define embedding_cuda emu_embedding_cuda
