@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cuda_runtime.h"
 #include "kernels.h"
@@ -41,9 +42,16 @@ const char *cudaGetErrorString(cudaError_t e) {
                                          : "emulated CUDA error";
 }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+/* One GPU shared by every process, or with ASYMKV_EMU_GPU_PER_RANK=1 one per process (its
+ * UUID carries the pid), which makes the pipeline choose NCCL (tests/emu/nccl.h). */
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
     memset(p, 0, sizeof *p);
     memcpy(p->uuid.bytes, "asymkv-emu-gpu-0", 16);
+    const char *own = getenv("ASYMKV_EMU_GPU_PER_RANK");
+    if (own && *own == '1') {
+        const unsigned pid = (unsigned)getpid();
+        memcpy(p->uuid.bytes + 12, &pid, 4);
+    }
     return d == 0 ? cudaSuccess : cudaErrorInvalidValue;
 }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
@@ -104,6 +112,14 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+    (void)e, (void)flags;
+    return s ? cudaSuccess : cudaErrorInvalidValue;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
     *ms = (float)(1e3 * (end->t - start->t));
     return cudaSuccess;

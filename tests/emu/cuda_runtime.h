@@ -51,6 +51,8 @@ struct cudaDeviceProp {
 #define cudaEventRecord emu_cudaEventRecord
 #define cudaEventSynchronize emu_cudaEventSynchronize
 #define cudaEventCreate emu_cudaEventCreate
+#define cudaEventQuery emu_cudaEventQuery
+#define cudaStreamWaitEvent emu_cudaStreamWaitEvent
 #define cudaEventElapsedTime emu_cudaEventElapsedTime
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d); /* one GPU, one UUID */
@@ -74,6 +76,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventQuery(cudaEvent_t e); /* always done: streams are synchronous */
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end); /* host clock */
 
 /* The launchers of kernels_cuda.h and sample_cuda.h, renamed to their emulations. */

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run_emu_pipeline.sh — the CUDA backend's multi-rank paths on the emulated GPU (asymkv_emu,
 # tests/emu/): 1, 2 and 3 ranks sharing the one emulated GPU (MPI transport through host copies
-# of the device activations, device-side sampling histories), against the CPU backend of the
-# real binary. The emulation computes exactly what the CPU backend computes, so the generated
+# of the device activations, device-side sampling histories), then 2 and 3 ranks with a GPU each
+# (ASYMKV_EMU_GPU_PER_RANK=1: the NCCL transport of comm/comm_nccl.c over tests/emu/nccl.h),
+# against the CPU backend of the real binary. The emulation computes exactly what the CPU backend computes, so the generated
 # ids and the logits must be identical: greedy and sampled (temperature, top-p, repetition
 # penalty), fp16 and two AsymKV configs, chunked prefill, several prompts sharing slots.
 # Env: ASYMKV_BIN, ASYMKV_EMU_BIN, ASYMKV_TESTDATA, ASYMKV_SRC, MPIEXEC, MPIEXEC_NUMPROC_FLAG.
@@ -37,6 +38,37 @@ for model in "$SRC/models/default" "$DATA/mistral-mqa"; do
       done
     done
   done
+done
+# NCCL: every rank its own (emulated) GPU
+for samp in "" "--temp 0.8 --top-p 0.9 --repetition-penalty 1.3 --seed 7"; do
+  # shellcheck disable=SC2086
+  "$BIN" generate --model "$SRC/models/default" "${common[@]}" --kv asymkv:1/0 --backend cpu \
+    $samp >"$TMP/cpu.txt" </dev/null
+  for np in 2 3; do
+    checks=$((checks + 1))
+    # shellcheck disable=SC2086
+    if ! ASYMKV_EMU_GPU_PER_RANK=1 timeout 120 "$MPIEXEC" -x ASYMKV_EMU_GPU_PER_RANK "$NPFLAG" \
+      "$np" "$EMU" generate --model "$SRC/models/default" "${common[@]:1}" --kv asymkv:1/0 \
+      --backend cuda $samp >"$TMP/emu.txt" 2>"$TMP/emu.err" </dev/null; then
+      fail "nccl np $np $samp: $(head -2 "$TMP/emu.err")"
+      continue
+    fi
+    grep -q "transport nccl" "$TMP/emu.err" || fail "nccl np $np: not on NCCL: $(grep transport "$TMP/emu.err")"
+    grep -E '^[0-9]+( [0-9]+)*$' "$TMP/emu.txt" | cmp -s "$TMP/cpu.txt" - ||
+      fail "nccl np $np $samp: ids differ from the CPU backend"
+  done
+done
+# a rank that dies or fails on the NCCL path ends the job promptly (exit != 0, < 10 s)
+for hook in ASYMKV_TEST_KILL_RANK=1 ASYMKV_TEST_FAIL_RANK=1; do
+  checks=$((checks + 1))
+  t0=$(date +%s)
+  rc=0
+  env "$hook" ASYMKV_EMU_GPU_PER_RANK=1 timeout 60 "$MPIEXEC" -x ASYMKV_EMU_GPU_PER_RANK \
+    -x "${hook%%=*}" "$NPFLAG" 3 "$EMU" generate "${common[@]}" --model "$SRC/models/default" \
+    --backend cuda >/dev/null 2>"$TMP/f.err" </dev/null || rc=$?
+  secs=$(($(date +%s) - t0))
+  { [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$secs" -lt 10 ]; } ||
+    fail "nccl $hook: exit $rc after $secs s"
 done
 # logits over MPI: the last rank writes the same .npy as the CPU backend
 tr -s ' \n' '\n\n' <"$DATA/mistral-mqa/ids.txt" | awk 'NF' | head -150 | paste -sd' ' >"$TMP/ids.txt"
