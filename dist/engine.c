@@ -131,19 +131,25 @@ static akv_status open_local(engine_t *e, akv_err *err) {
     if (e->hook_fail == e->rank && e->hook_tick < 0)
         return akv_fail(err, AKV_ERUNTIME, "simulated allocation failure in engine_open (test "
                         "hook ASYMKV_TEST_FAIL_RANK=%d)", e->rank);
+    const int first = e->rank == 0, last = e->rank == e->size - 1;
+    /* the CUDA stage reads a checkpoint's tensors itself (no fp32 copy of the span on the host) */
+    const int direct = o->backend == STAGE_CUDA && !o->synthetic;
     if (o->synthetic)
-        s = weights_synthetic(&e->w, &e->cfg, e->begin[e->rank], e->end[e->rank], e->rank == 0,
-                              e->rank == e->size - 1, o->synth_seed, err);
+        s = weights_synthetic(&e->w, &e->cfg, e->begin[e->rank], e->end[e->rank], first, last,
+                              o->synth_seed, err);
+    else if (direct)
+        e->w.layer_begin = e->begin[e->rank], e->w.layer_end = e->end[e->rank];
     else
-        s = weights_load(&e->w, &e->cfg, e->st, e->begin[e->rank], e->end[e->rank], e->rank == 0,
-                         e->rank == e->size - 1, err);
+        s = weights_load(&e->w, &e->cfg, e->st, e->begin[e->rank], e->end[e->rank], first, last,
+                         err);
     e->max_tokens = o->prefill_chunk > o->batch ? o->prefill_chunk : o->batch;
     stage_opts so = {.n_seq = o->batch, .ctx = o->ctx, .max_tokens = e->max_tokens, .kv = o->kv,
-                     .diag = o->diag, .backend = o->backend, .device = o->device};
+                     .diag = o->diag, .backend = o->backend, .device = o->device,
+                     .src = direct ? e->st : NULL, .with_embed = first, .with_head = last};
     if (!s) s = stage_init(&e->stage, &e->cfg, &e->w, &so, err);
     if (s) return s;
-    e->has_embed = e->w.embed != NULL && e->rank == 0;
-    e->has_head = e->w.lm_head != NULL;
+    e->has_embed = first;
+    e->has_head = last;
     e->weight_bytes = e->w.bytes;
     if (o->backend == STAGE_CUDA) { /* the device holds the weights now (bf16) */
         const int b = e->w.layer_begin, en = e->w.layer_end;

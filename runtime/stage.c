@@ -216,6 +216,8 @@ akv_status stage_init(stage_t **out, const model_config *c, const stage_weights 
                       const stage_opts *o, akv_err *err) {
     *out = NULL;
     if (o->max_tokens <= 0) return akv_fail(err, AKV_EINPUT, "stage needs max_tokens >= 1");
+    if (o->src && o->backend != STAGE_CUDA)
+        return akv_fail(err, AKV_EINPUT, "internal: only the CUDA stage reads a checkpoint itself");
     if (o->backend == STAGE_CUDA && o->diag)
         return akv_fail(err, AKV_EINPUT, "the K-vs-V diagnostic (--diag, --search-kv) runs on "
                         "the CPU backend only (add --backend cpu)");

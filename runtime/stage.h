@@ -14,6 +14,7 @@
 #include "kvconfig.h"
 #include "kvdiag.h"
 #include "kvcache.h"
+#include "safetensors.h"
 #include "sampling.h"
 #include "weights.h"
 
@@ -37,6 +38,12 @@ typedef struct stage_opts {
     int diag;            /* keep kvdiag shadow caches (asymkv eval --diag; CPU only) */
     stage_backend backend;
     int device;          /* CUDA ordinal (STAGE_CUDA) */
+    /* STAGE_CUDA only: read the weights straight from this checkpoint (bf16 uploaded as
+     * stored, fp16/fp32 converted in chunks) instead of w's fp32 arrays, which are then not
+     * loaded (w gives the layer span; the extras are with_embed / with_head; the checkpoint's
+     * shapes must have been validated, weights_check_all). NULL: use w. */
+    const st_model *src;
+    int with_embed, with_head;
 } stage_opts;
 
 /* GPUs this process sees (0 without CUDA in the build, or without a driver). */

@@ -64,6 +64,8 @@ struct stage_cuda {
     const model_config *c;
     stage_opts o;
     int nl, layer0, ctxp, G, R, T, head_rows, has_embed, has_head, any_quant;
+    int need_embed;      /* the embedding matrix is held (first rank, or a tied head) */
+    const st_model *src; /* weights read from this checkpoint (stage_opts.src), or NULL */
     int device;
     cudaStream_t stream;
     struct {
@@ -144,7 +146,7 @@ static size_t attn_ws_bytes(const stage_cuda *s) {
     return best;
 }
 
-static void layout(stage_cuda *s, arena *a, const stage_weights *w) {
+static void layout(stage_cuda *s, arena *a) {
     const model_config *c = s->c;
     const size_t H = c->hidden, QD = (size_t)c->n_heads * c->head_dim;
     const size_t KD = (size_t)c->n_kv_heads * c->head_dim, I = c->intermediate;
@@ -154,7 +156,6 @@ static void layout(stage_cuda *s, arena *a, const stage_weights *w) {
     size_t w0 = a->off;
     for (int l = 0; l < s->nl; l++) {
         dlayer *d = &s->L[l];
-        const layer_weights *lw = &w->layers[l];
         d->attn_norm = take(a, H * f4);
         d->mlp_norm = take(a, H * f4);
         d->wq = take(a, QD * H * bf);
@@ -164,14 +165,14 @@ static void layout(stage_cuda *s, arena *a, const stage_weights *w) {
         d->wg = take(a, I * H * bf);
         d->wu = take(a, I * H * bf);
         d->wd = take(a, H * I * bf);
-        d->bq = lw->bq ? take(a, QD * f4) : NULL;
-        d->bk = lw->bk ? take(a, KD * f4) : NULL;
-        d->bv = lw->bv ? take(a, KD * f4) : NULL;
-        d->bo = lw->bo ? take(a, H * f4) : NULL;
+        d->bq = c->qkv_bias ? take(a, QD * f4) : NULL;
+        d->bk = c->qkv_bias ? take(a, KD * f4) : NULL;
+        d->bv = c->qkv_bias ? take(a, KD * f4) : NULL;
+        d->bo = c->o_bias ? take(a, H * f4) : NULL;
     }
-    s->embed = w->embed ? take(a, V * H * bf) : NULL;
-    s->final_norm = w->final_norm ? take(a, H * f4) : NULL;
-    s->lm_head = !w->lm_head ? NULL : w->lm_head == w->embed ? s->embed : take(a, V * H * bf);
+    s->embed = s->need_embed ? take(a, V * H * bf) : NULL;
+    s->final_norm = s->has_head ? take(a, H * f4) : NULL;
+    s->lm_head = !s->has_head ? NULL : c->tie_embeddings ? s->embed : take(a, V * H * bf);
     s->weight_bytes = a->off - w0;
     /* KV caches */
     size_t k0 = a->off;
@@ -248,6 +249,61 @@ fail:
     return st;
 }
 
+/* One matrix to the device as bf16: from the fp32 host array, or (s->src) from the checkpoint
+ * tensor `name` — bf16 as stored, fp16 / fp32 converted — through the pinned tmp in chunks. */
+static akv_status up_matrix(stage_cuda *s, uint16_t *dst, const float *host, const char *name,
+                           size_t n, uint16_t *tmp, size_t cap, akv_err *err) {
+    if (!s->src) return up_bf16(dst, host, n, tmp, cap, s->stream, err);
+    akv_status st = AKV_OK;
+    const st_tensor *t = st_find(s->src, name);
+    const size_t es = t ? akv_dtype_size(t->dtype) : 0;
+    if (!t || es == 0 || t->nbytes != n * es ||
+        (t->dtype != AKV_DT_BF16 && t->dtype != AKV_DT_F16 && t->dtype != AKV_DT_F32))
+        return akv_fail(err, AKV_EINPUT, "checkpoint tensor %s is missing, not %zu elements, or "
+                        "not bf16/fp16/fp32", name, n);
+    for (size_t i0 = 0; i0 < n; i0 += cap) {
+        const size_t m = n - i0 < cap ? n - i0 : cap;
+        if (t->dtype == AKV_DT_BF16) {
+            memcpy(tmp, (const uint16_t *)t->data + i0, m * 2);
+        } else if (t->dtype == AKV_DT_F16) {
+            const uint16_t *h = (const uint16_t *)t->data + i0;
+            for (size_t i = 0; i < m; i++) tmp[i] = akv_f32_to_bf16(akv_f16_to_f32(h[i]));
+        } else {
+            const float *f = (const float *)t->data + i0;
+            for (size_t i = 0; i < m; i++) {
+                float x;
+                memcpy(&x, f + i, 4); /* the mmap gives no alignment promise */
+                tmp[i] = akv_f32_to_bf16(x);
+            }
+        }
+        CUDA_CHECK(err, cudaMemcpyAsync(dst + i0, tmp, m * 2, cudaMemcpyHostToDevice, s->stream));
+        CUDA_CHECK(err, cudaStreamSynchronize(s->stream)); /* tmp is reused */
+    }
+fail:
+    return st;
+}
+
+/* One fp32 vector (norm, bias) to the device, from the host array or the checkpoint. */
+static akv_status up_vector(stage_cuda *s, float *dst, const float *host, const char *name,
+                            size_t n, akv_err *err) {
+    if (!dst) return AKV_OK;
+    if (!s->src) return up_f32(dst, host, n, s->stream, err);
+    akv_status st = AKV_OK;
+    const st_tensor *t = st_find(s->src, name);
+    float *f = malloc((n ? n : 1) * sizeof(float));
+    if (!t || !f) {
+        free(f);
+        return akv_fail(err, AKV_EINPUT, "checkpoint tensor %s is missing", name);
+    }
+    if (!(st = st_read_f32(t, f, n, err))) {
+        st = up_f32(dst, f, n, s->stream, err);
+        if (!st) CUDA_CHECK(err, cudaStreamSynchronize(s->stream));
+    }
+fail:
+    free(f);
+    return st;
+}
+
 static akv_status upload_weights(stage_cuda *s, const stage_weights *w, akv_err *err) {
     const model_config *c = s->c;
     const size_t H = c->hidden, QD = (size_t)c->n_heads * c->head_dim;
@@ -255,27 +311,40 @@ static akv_status upload_weights(stage_cuda *s, const stage_weights *w, akv_err 
     const size_t V = c->vocab_size, cap = (size_t)1 << 22;
     akv_status st = AKV_OK;
     uint16_t *tmp = NULL;
+    char name[256];
     CUDA_CHECK(err, cudaMallocHost((void **)&tmp, cap * 2));
     for (int l = 0; !st && l < s->nl; l++) {
         const dlayer *d = &s->L[l];
-        const layer_weights *lw = &w->layers[l];
-        const struct { uint16_t *dst; const float *src; size_t n; } m[] = {
-            {d->wq, lw->wq, QD * H}, {d->wk, lw->wk, KD * H}, {d->wv, lw->wv, KD * H},
-            {d->wo, lw->wo, H * QD}, {d->wg, lw->w_gate, I * H}, {d->wu, lw->w_up, I * H},
-            {d->wd, lw->w_down, H * I}};
-        for (size_t i = 0; !st && i < sizeof m / sizeof m[0]; i++)
-            st = up_bf16(m[i].dst, m[i].src, m[i].n, tmp, cap, s->stream, err);
-        if (!st) st = up_f32(d->attn_norm, lw->attn_norm, H, s->stream, err);
-        if (!st) st = up_f32(d->mlp_norm, lw->mlp_norm, H, s->stream, err);
-        if (!st) st = up_f32(d->bq, lw->bq, QD, s->stream, err);
-        if (!st) st = up_f32(d->bk, lw->bk, KD, s->stream, err);
-        if (!st) st = up_f32(d->bv, lw->bv, KD, s->stream, err);
-        if (!st) st = up_f32(d->bo, lw->bo, H, s->stream, err);
+        const layer_weights none = {0}, *lw = s->src ? &none : &w->layers[l];
+        const struct { uint16_t *dst; const float *src; const char *name; size_t n; } m[] = {
+            {d->wq, lw->wq, "self_attn.q_proj.weight", QD * H},
+            {d->wk, lw->wk, "self_attn.k_proj.weight", KD * H},
+            {d->wv, lw->wv, "self_attn.v_proj.weight", KD * H},
+            {d->wo, lw->wo, "self_attn.o_proj.weight", H * QD},
+            {d->wg, lw->w_gate, "mlp.gate_proj.weight", I * H},
+            {d->wu, lw->w_up, "mlp.up_proj.weight", I * H},
+            {d->wd, lw->w_down, "mlp.down_proj.weight", H * I}};
+        for (size_t i = 0; !st && i < sizeof m / sizeof m[0]; i++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", s->layer0 + l, m[i].name);
+            st = up_matrix(s, m[i].dst, m[i].src, name, m[i].n, tmp, cap, err);
+        }
+        const struct { float *dst; const float *src; const char *name; size_t n; } v[] = {
+            {d->attn_norm, lw->attn_norm, "input_layernorm.weight", H},
+            {d->mlp_norm, lw->mlp_norm, "post_attention_layernorm.weight", H},
+            {d->bq, lw->bq, "self_attn.q_proj.bias", QD},
+            {d->bk, lw->bk, "self_attn.k_proj.bias", KD},
+            {d->bv, lw->bv, "self_attn.v_proj.bias", KD},
+            {d->bo, lw->bo, "self_attn.o_proj.bias", H}};
+        for (size_t i = 0; !st && i < sizeof v / sizeof v[0]; i++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", s->layer0 + l, v[i].name);
+            st = up_vector(s, v[i].dst, v[i].src, name, v[i].n, err);
+        }
     }
-    if (!st && s->embed) st = up_bf16(s->embed, w->embed, V * H, tmp, cap, s->stream, err);
+    if (!st && s->embed)
+        st = up_matrix(s, s->embed, w->embed, "model.embed_tokens.weight", V * H, tmp, cap, err);
     if (!st && s->lm_head && s->lm_head != s->embed)
-        st = up_bf16(s->lm_head, w->lm_head, V * H, tmp, cap, s->stream, err);
-    if (!st) st = up_f32(s->final_norm, w->final_norm, H, s->stream, err);
+        st = up_matrix(s, s->lm_head, w->lm_head, "lm_head.weight", V * H, tmp, cap, err);
+    if (!st) st = up_vector(s, s->final_norm, w->final_norm, "model.norm.weight", H, err);
     if (!st) {
         float *inv = malloc((size_t)c->head_dim / 2 * sizeof(float) + 4);
         if (!inv) {
@@ -306,8 +375,10 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     s->R = o->kv ? o->kv->residual : KV_DEFAULT_RESIDUAL;
     s->ctxp = (int)round_up((size_t)o->ctx, (size_t)s->G);
     s->T = o->max_tokens;
-    s->has_embed = w->embed != NULL;
-    s->has_head = w->lm_head != NULL;
+    s->src = o->src;
+    s->has_embed = o->src ? o->with_embed : w->embed != NULL;
+    s->has_head = o->src ? o->with_head : w->lm_head != NULL;
+    s->need_embed = o->src ? o->with_embed || (o->with_head && c->tie_embeddings) : w->embed != NULL;
     s->head_rows = s->T < HEAD_ROWS ? s->T : HEAD_ROWS;
     s->device = o->device;
     s->L = calloc((size_t)s->nl + 1, sizeof *s->L);
@@ -347,7 +418,7 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     s->stage_bytes = stage_table_bytes(s->T, s->T < o->n_seq ? s->T : o->n_seq, s->nl);
     s->samp_ws_bytes = s->has_head ? sample_cuda_workspace_bytes(s->head_rows, c->vocab_size) : 0;
     arena a = {NULL, 0};
-    layout(s, &a, w);
+    layout(s, &a);
     s->arena_bytes = a.off;
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(err, cudaMemGetInfo(&free_b, &total_b));
@@ -369,7 +440,7 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
     CUDA_CHECK(err, cudaMalloc(&s->arena, s->arena_bytes));
     a.base = s->arena;
     a.off = 0;
-    layout(s, &a, w);
+    layout(s, &a);
     CUDA_CHECK(err, cudaMallocHost((void **)&s->host_stage, s->stage_bytes * STAGE_RING));
     for (int i = 0; i < STAGE_RING; i++) s->ring[i].host = s->host_stage + s->stage_bytes * i;
     CUDA_CHECK(err, cudaMallocHost((void **)&s->host_ids, (size_t)s->head_rows * 4));
