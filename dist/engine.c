@@ -210,6 +210,7 @@ void engine_close(engine_t *e) {
 const model_config *engine_config(const engine_t *e) { return &e->cfg; }
 size_t engine_weight_bytes(const engine_t *e) { return e->weight_bytes; }
 size_t engine_kv_bytes(const engine_t *e) { return stage_kv_bytes(e->stage); }
+size_t engine_device_bytes(const engine_t *e) { return stage_device_bytes(e->stage); }
 stage_backend engine_backend(const engine_t *e) { return stage_get_backend(e->stage); }
 int engine_rank(const engine_t *e) { return e->rank; }
 int engine_ranks(const engine_t *e) { return e->size; }

@@ -57,6 +57,7 @@ void engine_close(engine_t *e); /* NULL-safe; not collective */
 const model_config *engine_config(const engine_t *e);
 size_t engine_weight_bytes(const engine_t *e); /* this rank's */
 size_t engine_kv_bytes(const engine_t *e);     /* this rank's */
+size_t engine_device_bytes(const engine_t *e); /* this rank's CUDA arena (0 on the CPU) */
 stage_backend engine_backend(const engine_t *e);
 int engine_rank(const engine_t *e);
 int engine_ranks(const engine_t *e);

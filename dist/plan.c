@@ -34,7 +34,8 @@ static size_t layer_params(const model_config *c) {
  * (bf16 weights) also what runtime/stage_cuda.c's arena holds besides weights and cache: the
  * dense fp16 K/V scratch of one sequence for prefill over a compressed layer, the attention
  * workspace (its bound for one sequence: 2048 parts of head_dim + 2 floats per head), the
- * sampling histories (batch x ctx ids), and cuBLASLt's bf16 copy of a GEMM input. */
+ * sampling histories (batch x ctx ids), cuBLASLt's bf16 copy of a GEMM input, the per-call
+ * tables and the arena's alignment (tests/emu/test_stage_emu.c checks the arena fits this). */
 static size_t workspace_bytes(const model_config *c, const kv_config *kv, const plan_deploy *d) {
     size_t H = (size_t)c->hidden, I = (size_t)c->intermediate;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
@@ -50,6 +51,11 @@ static size_t workspace_bytes(const model_config *c, const kv_config *kv, const 
     b += (size_t)c->n_heads * 2048 * ((size_t)c->head_dim + 2) * 4;
     b += (size_t)d->batch * d->ctx * 4;
     b += (size_t)d->tokens * widest * 2;
+    /* three blocks of per-call tables (ids, positions, one cache descriptor and append plan
+     * per layer and sequence), and the arena's 256-byte alignment of its ~20 regions a layer */
+    const size_t runs = (size_t)(d->tokens < d->batch ? d->tokens : d->batch);
+    b += 3 * ((size_t)d->tokens * 16 + (size_t)c->n_layers * runs * 64 + 16384);
+    b += ((size_t)c->n_layers * 20 + 64) * 256;
     return b;
 }
 

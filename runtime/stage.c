@@ -426,6 +426,8 @@ int stage_kv_dump(stage_t *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_
     return view.len;
 }
 
+size_t stage_device_bytes(const stage_t *s) { return s->cu ? scu_device_bytes(s->cu) : 0; }
+
 size_t stage_weight_bytes(const stage_t *s) {
     return s->cu ? scu_weight_bytes(s->cu) : s->cpu->w->bytes;
 }

@@ -104,6 +104,9 @@ void stage_seq_reset(stage_t *s, int seq);
  * positions as stored). Returns len. For tests and diagnostics (synchronous on the GPU). */
 int stage_kv_dump(stage_t *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err);
 
+/* Device bytes the CUDA stage allocated at init (its arena); 0 on the CPU. */
+size_t stage_device_bytes(const stage_t *s);
+
 /* Weight bytes the stage holds (fp32 on the CPU, bf16 + fp32 norms/biases on the device). */
 size_t stage_weight_bytes(const stage_t *s);
 

@@ -484,6 +484,7 @@ int scu_has_head(const stage_cuda *s) { return s->has_head; }
 size_t scu_kv_layer_bytes(const stage_cuda *s, int layer) { return s->kv[layer].bytes; }
 size_t scu_kv_bytes(const stage_cuda *s) { return s->kv_bytes; }
 size_t scu_weight_bytes(const stage_cuda *s) { return s->weight_bytes; }
+size_t scu_device_bytes(const stage_cuda *s) { return s->arena_bytes; }
 
 void scu_seq_reset(stage_cuda *s, int seq) {
     s->cnt[seq].kq = s->cnt[seq].vq = 0;
@@ -975,6 +976,7 @@ int scu_has_head(const stage_cuda *s) { return 0; }
 size_t scu_kv_layer_bytes(const stage_cuda *s, int layer) { return 0; }
 size_t scu_kv_bytes(const stage_cuda *s) { return 0; }
 size_t scu_weight_bytes(const stage_cuda *s) { return 0; }
+size_t scu_device_bytes(const stage_cuda *s) { return 0; }
 void scu_seq_reset(stage_cuda *s, int seq) {}
 int scu_kv_dump(stage_cuda *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err) {
     akv_fail(err, AKV_ERUNTIME, "this build has no CUDA");

@@ -37,6 +37,7 @@ akv_status scu_bandwidth(stage_cuda *s, double *bytes_per_s, akv_err *err);
 size_t scu_kv_layer_bytes(const stage_cuda *s, int layer);
 size_t scu_kv_bytes(const stage_cuda *s);
 size_t scu_weight_bytes(const stage_cuda *s);
+size_t scu_device_bytes(const stage_cuda *s);
 int scu_kv_dump(stage_cuda *s, int layer, int seq, uint16_t *k, uint16_t *v, akv_err *err);
 
 #endif

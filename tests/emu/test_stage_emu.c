@@ -219,3 +219,44 @@ Test(stage_emu, caches_bit_identical, .timeout = 600) {
     check_caches("default", "asymkv:2/0");
     check_caches("default", "kivi2");
 }
+
+/* What the planner counts for a GPU rank (weights + KV + workspace + extras) covers what the
+ * CUDA stage's arena takes, so a plan that fits is not refused at allocation. */
+#include "plan.h"
+
+Test(stage_emu, arena_within_the_plan) {
+    const char *specs[] = {"fp16", "asymkv:2/0", "kivi4"};
+    const int shapes[][3] = {{2048, 8, 256}, {2048, 1, 512}, {300, 16, 16}}; /* ctx, batch, chunk */
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s/models/default", getenv("ASYMKV_SRC"));
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
+        for (size_t j = 0; j < sizeof shapes / sizeof shapes[0]; j++) {
+            akv_err err = {0};
+            model_config cfg;
+            kv_config kv;
+            cr_assert_eq(config_load(&cfg, dir, &err), AKV_OK, "%s", err.msg);
+            cr_assert_eq(kvcfg_parse(&kv, specs[i], cfg.n_layers, 2, 32, 128, &err), AKV_OK);
+            const int ctx = shapes[j][0], batch = shapes[j][1], chunk = shapes[j][2];
+            engine_opts o = {.model_dir = dir, .ctx = ctx, .batch = batch, .prefill_chunk = chunk,
+                             .kv = &kv, .backend = STAGE_CUDA};
+            engine_t *e = NULL;
+            cr_assert_eq(engine_open(&e, &o, &err), AKV_OK, "%s", err.msg);
+            plan_costs pc;
+            plan_deploy d = {ctx, batch, chunk > batch ? chunk : batch, 2};
+            cr_assert_eq(plan_costs_init(&pc, &cfg, &kv, &d, &err), AKV_OK);
+            size_t cap = (size_t)1 << 60;
+            int counts[1] = {cfg.n_layers};
+            plan_input in = {&pc, 1, &cap, NULL};
+            plan_result pr;
+            cr_assert_eq(plan_evaluate(&in, counts, &pr, &err), AKV_OK);
+            const size_t arena = engine_device_bytes(e);
+            printf("stage_emu: --kv %s ctx %d batch %d chunk %d: arena %zu bytes, planned %zu "
+                   "(weights %zu + KV %zu + workspace %zu + extras %zu)\n", specs[i], ctx, batch,
+                   chunk, arena, pr.rank[0].total, pr.rank[0].weights, pr.rank[0].kv,
+                   pr.rank[0].workspace, pr.rank[0].extras);
+            cr_expect(arena > 0 && arena <= pr.rank[0].total,
+                      "--kv %s ctx %d batch %d: the arena (%zu) exceeds the plan (%zu)", specs[i],
+                      ctx, batch, arena, pr.rank[0].total);
+            engine_close(e);
+        }
+}
