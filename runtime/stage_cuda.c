@@ -1,11 +1,17 @@
 /* stage_cuda.c — the CUDA backend of a stage (design §1 backend table, issue "CUDA backend"):
- * the forward pass of a layer span on one GPU, built from the CUDA launchers of kernels/ (kernels_cuda.h).
+ * the forward pass of a layer span on one GPU, built from the CUDA launchers of kernels/
+ * (kernels_cuda.h, sample_cuda.h).
  *
  * Memory: one device arena, sized at init from the model, --ctx, --batch and the prefill chunk
- * (the planner's figures): bf16 weights (uploaded once; norms and biases fp32), the KV cache
- * of every local layer at its --kv widths (exactly kvcfg_layer_bytes per layer), activation
- * scratch, attention workspaces and the dense prefill scratch. Plus cuBLASLt's context and a
- * pinned host staging block for the small per-call tables. Nothing is allocated per call.
+ * (dist/plan.c counts the same regions, and tests/emu checks the arena fits the plan): bf16
+ * weights (uploaded once, straight from the checkpoint or from fp32 host arrays; norms and
+ * biases fp32), the KV cache of every local layer at its --kv widths (exactly
+ * kvcfg_layer_bytes per layer), activation scratch, attention workspaces, the dense prefill
+ * scratch and the sampler's histories. Plus cuBLASLt's context and pinned host blocks for the
+ * small per-call tables. Nothing is allocated per call.
+ *
+ * Tested without a GPU by tests/emu (this file over a stand-in runtime whose launchers are the
+ * CPU twins: it must reproduce the CPU backend bit for bit), on the GPU by tests/gpu_model.c.
  *
  * Per call: the host (which mirrors every sequence's len / kq / vq, as runtime/kvcache.c keeps
  * them) packs the call's ids, positions, cache descriptors (kvq_seq_dev) and append plans into
