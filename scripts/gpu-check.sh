@@ -159,6 +159,30 @@ modelbench() {
     --backend cuda --json "$LOGS/bench-ref.json" || return 1
   mpirun -np 2 "$bin" bench -q --model models/default --batch 16 --prompt-len 512 -n 128 \
     --kv asymkv:2/0 --backend cuda --json "$LOGS/bench-ref-np2.json" || return 1
+  python3 tools/bench_model_torch.py --shape llama-3-8b --batch 16 --prompt-len 2048 --new 64 \
+    --json "$LOGS/bench-8b-torch.json" || return 1
+}
+
+# The whole-model table: each asymkv bench run beside the PyTorch baseline of its shape.
+modelbench_table() {
+  python3 - "$LOGS" <<'PY'
+import glob, json, os, sys
+d = sys.argv[1]
+torch = {}
+for p in glob.glob(os.path.join(d, "bench-*-torch.json")):
+    t = json.load(open(p)); torch[(t["model"], t["batch"], t["prompt_len"])] = t
+print(f"  {'run':<34}{'TTFT s':>8}{'TPOT ms':>9}{'tok/s':>8}{'x floor':>8}{'x torch TPOT':>13}")
+for p in sorted(glob.glob(os.path.join(d, "bench-*.json"))):
+    if p.endswith("-torch.json"):
+        continue
+    r = json.load(open(p)); t = torch.get((r["model"], r["batch"], r["prompt_len"]))
+    name = f"{r['model']} {r['kv'][:14]} np{r['ranks']}"
+    xt = f"{r['tpot_s'] / t['tpot_s']:.2f}" if t else "-"
+    print(f"  {name:<34}{r['ttft_s']:8.3f}{1e3 * r['tpot_s']:9.2f}{r['decode_tok_s']:8.1f}"
+          f"{r['tpot_over_floor']:8.2f}{xt:>13}")
+for t in torch.values():
+    print(f"  {'torch ' + t['model']:<34}{t['ttft_s']:8.3f}{1e3 * t['tpot_s']:9.2f}{t['decode_tok_s']:8.1f}")
+PY
 }
 
 # shellcheck disable=SC2317
@@ -278,8 +302,7 @@ fi
     grep -cE "^([0-9]+: )?kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
   fi
   [ -f "$LOGS/bench_decode_attn.csv" ] && bench_table
-  [ -f "$LOGS/modelbench.log" ] && grep -E "^asymkv bench|prefill:|decode:|reads" \
-    "$LOGS/modelbench.log" | sed 's/^/  /' | head -n 24
+  ls "$LOGS"/bench-*.json >/dev/null 2>&1 && modelbench_table
   printf '%-16s %-5s %7s  %s\n' step state seconds note
   for i in "${!names[@]}"; do
     printf '%-16s %-5s %7s  %s\n' "${names[$i]}" "${states[$i]}" "${secs[$i]}" "${notes[$i]}"
