@@ -120,13 +120,18 @@ memcheck_kvattn() {
 e2e() {
   local bin=$BUILD/asymkv m=models/default t=$BUILD/e2e
   mkdir -p "$t"
+  # fp16 must print the same text; a quantized cache (R = 32, so it quantizes within the run) may
+  # drift once a code flips (tests/model_compare.h): reported, judged by gpu_model's NLL check
   for kv in fp16 asymkv:4/0 "k=1x8;v=1x8"; do
-    "$bin" generate -q --model $m --prompt "And God said" -n 48 --kv "$kv" --backend cuda \
-      >"$t/gpu.txt" 2>"$t/gpu.err" || { cat "$t/gpu.err"; return 1; }
-    "$bin" generate -q --model $m --prompt "And God said" -n 48 --kv "$kv" --backend cpu \
-      >"$t/cpu.txt" 2>"$t/cpu.err" || { cat "$t/cpu.err"; return 1; }
+    "$bin" generate -q --model $m --prompt "And God said" -n 48 --kv "$kv" --kv-residual 32 \
+      --backend cuda >"$t/gpu.txt" 2>"$t/gpu.err" || { cat "$t/gpu.err"; return 1; }
+    "$bin" generate -q --model $m --prompt "And God said" -n 48 --kv "$kv" --kv-residual 32 \
+      --backend cpu >"$t/cpu.txt" 2>"$t/cpu.err" || { cat "$t/cpu.err"; return 1; }
     if cmp -s "$t/gpu.txt" "$t/cpu.txt"; then echo "e2e: generate --kv $kv: cuda == cpu"
-    else echo "e2e: generate --kv $kv: cuda != cpu"; diff "$t/cpu.txt" "$t/gpu.txt"; return 1; fi
+    else
+      echo "e2e: generate --kv $kv: cuda != cpu"; diff "$t/cpu.txt" "$t/gpu.txt"
+      [ "$kv" = fp16 ] && return 1
+    fi
   done
   "$bin" generate --model $m --prompt "In the beginning" -n 200 --kv asymkv:2/0 --backend cuda \
     --ctx 2048 2>&1 >/dev/null | grep -E "prefill|backend|transport" | sed 's/^/e2e: /'
