@@ -191,6 +191,13 @@ PY
 }
 
 # shellcheck disable=SC2317
+memcheck_sample() {
+  ASYMKV_GPU_QUICK=1 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
+    --print-limit 20 "$BUILD/tests/gpu_sample" -j1 --verbose || return $?
+  ! grep -E "ERROR SUMMARY: [1-9]" "$LOGS/memcheck-sample.log"
+}
+
+# shellcheck disable=SC2317
 memcheck_model() {
   ASYMKV_GPU_QUICK=1 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
     --print-limit 20 "$BUILD/tests/gpu_model" -j1 --verbose --filter 'gpu_model/mistral_mqa' \
@@ -222,7 +229,7 @@ for r in rows:
 PY
 }
 
-export -f unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_model e2e modelbench bench
+export -f unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_sample memcheck_model e2e modelbench bench
 export BUILD LOGS
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
@@ -258,6 +265,7 @@ if [[ $WANT == *" memcheck "* ]]; then
     step memcheck-canary canary.log 120 memcheck_canary
     step memcheck memcheck.log 300 memcheck
     [ -x "$BUILD/tests/gpu_kvattn" ] && step memcheck-kvattn memcheck-kvattn.log 150 memcheck_kvattn
+    [ -x "$BUILD/tests/gpu_sample" ] && step memcheck-sample memcheck-sample.log 120 memcheck_sample
     [ -x "$BUILD/tests/gpu_model" ] && step memcheck-model memcheck-model.log 150 memcheck_model
   else record memcheck SKIP 0 "no binary or no compute-sanitizer"; fi
 fi
@@ -294,6 +302,8 @@ fi
     | sed 's/^/  canary (must be >0): /' | head -n 3
   [ -f "$LOGS/memcheck.log" ] && grep -E "ERROR SUMMARY|Synthesis" "$LOGS/memcheck.log" \
     | sort | uniq -c | sed 's/^/  /' | head -n 10
+  [ -f "$LOGS/memcheck-sample.log" ] && grep -E "ERROR SUMMARY|Synthesis" \
+    "$LOGS/memcheck-sample.log" | sort | uniq -c | sed 's/^/  sample /' | head -n 10
   [ -f "$LOGS/memcheck-model.log" ] && grep -E "ERROR SUMMARY|Synthesis" \
     "$LOGS/memcheck-model.log" | sort | uniq -c | sed 's/^/  model /' | head -n 10
   [ -f "$LOGS/e2e.log" ] && grep -E "^e2e:" "$LOGS/e2e.log" | sed 's/^/  /' | head -n 30
