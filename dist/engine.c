@@ -2,19 +2,12 @@
  * the agreed request checks, and logits / generate on top of the pipeline driver
  * (pipeline.c) and the scheduler (schedule.c); see engine.h. */
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "engine_internal.h"
 #include "genconfig.h"
 #include "plan.h"
 #include "shapes.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static akv_status check_opts(const engine_opts *o, const model_config *c, akv_err *err) {
     if (o->ctx < 1 || o->batch < 1 || o->prefill_chunk < 1)
@@ -325,7 +318,7 @@ typedef struct gen_ctx {
 
 static int on_token(void *user, int seq, int32_t token) {
     gen_ctx *g = user;
-    if (g->sq[seq].n_out == 1 && ++g->started == g->P) g->t_first = now_s();
+    if (g->sq[seq].n_out == 1 && ++g->started == g->P) g->t_first = akv_now_s();
     return g->fn ? g->fn(g->user, seq, token) : 0;
 }
 
@@ -343,10 +336,10 @@ static akv_status generate_root(engine_t *e, engine_seq *seqs, int P, int n_new,
     sched_t sc;
     sched_opts so = {SCHED_GENERATE, e->o.batch, e->micro, e->o.prefill_chunk, n_new,
                      e->cfg.eos_ids, e->cfg.n_eos, on_token, g, 0};
-    double t0 = now_s();
+    double t0 = akv_now_s();
     akv_status s = sched_init(&sc, &so, sq, P, err);
     if (!s) s = pipe_run(e, &sc, err);
-    double t1 = now_s();
+    double t1 = akv_now_s();
     engine_stats st = {0, 0, (g->started == P ? g->t_first : t1) - t0, 0};
     st.decode_s = t1 - t0 - st.prefill_s;
     for (int i = 0; i < P; i++) {

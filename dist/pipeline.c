@@ -14,7 +14,6 @@
  *      exact as NCCL needs them). */
 #include <signal.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "engine_internal.h"
 #include "kernels.h"
@@ -158,12 +157,6 @@ static akv_status take_result(engine_t *e, sched_t *sc, long issued, akv_err *er
     return sched_result(sc, e->res + R_IDS, e->res[R_N], err);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* A prefill item: some run of several tokens, or a sequence's first token. */
 static int is_prefill(const int32_t *h) {
     if (h[H_FLAGS] & PIPE_FRESH) return 1;
@@ -183,12 +176,12 @@ static akv_status tick(engine_t *e, sched_t *sc, long t, int cur, uint8_t *expec
         hw[H_ID] = (int32_t)t;
         expect[t % e->size] = hw[H_KIND] == PIPE_WORK && (hw[H_FLAGS] & PIPE_SAMPLE);
     }
-    const double t0 = e->o.timing ? now_s() : 0;
+    const double t0 = e->o.timing ? akv_now_s() : 0;
     const int work = hw[H_KIND] == PIPE_WORK;
     if (!st && work) st = compute(e, hw, e->x[cur], err);
     if (!st && work && e->o.timing) st = stage_sync(e->stage, err);
     if (st) return st;
-    const double t1 = e->o.timing ? now_s() : 0;
+    const double t1 = e->o.timing ? akv_now_s() : 0;
     if (e->o.timing) {
         e->timing.ticks++;
         e->timing.work_ticks += work;
@@ -201,7 +194,7 @@ static akv_status tick(engine_t *e, sched_t *sc, long t, int cur, uint8_t *expec
     st = exchange_control(e, hw, e->hdr[cur ^ 1], want, err);
     if (!st) st = exchange_data(e, cur, hw, e->hdr[cur ^ 1], err);
     if (!st && want) st = take_result(e, sc, t - L, err);
-    if (e->o.timing) e->timing.comm_s += now_s() - t1;
+    if (e->o.timing) e->timing.comm_s += akv_now_s() - t1;
     return st;
 }
 
@@ -209,7 +202,7 @@ akv_status pipe_run(engine_t *e, sched_t *sc, akv_err *err) {
     uint8_t *expect = calloc((size_t)e->size, 1); /* rank 0: item of tick t wants a result */
     if (!expect) return akv_fail(err, AKV_ERUNTIME, "out of host memory");
     akv_status st = AKV_OK;
-    const double t0 = now_s();
+    const double t0 = akv_now_s();
     e->hdr[0][H_KIND] = e->hdr[1][H_KIND] = PIPE_NONE;
     e->hdr[0][H_N] = e->hdr[1][H_N] = 0;
     for (long t = 0;; t++) {
@@ -218,6 +211,6 @@ akv_status pipe_run(engine_t *e, sched_t *sc, akv_err *err) {
         if (e->hdr[cur][H_KIND] == PIPE_STOP) break;
     }
     free(expect);
-    e->timing.wall_s += now_s() - t0;
+    e->timing.wall_s += akv_now_s() - t0;
     return st;
 }

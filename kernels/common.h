@@ -9,10 +9,18 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Seconds on the monotonic clock (for timings reported to users). */
+static inline double akv_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Exit-code compatible status values (design §7): 0 ok, 2 bad input, 1 run-time failure. */
 typedef enum akv_status {

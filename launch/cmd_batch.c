@@ -5,7 +5,6 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -32,12 +31,6 @@ typedef struct batch_run {
     double t0;
     const model_config *cfg;
 } batch_run;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int set_error(req *q, const char *msg) {
     if (!q->error) q->error = strdup(msg);
@@ -165,7 +158,7 @@ static akv_status make_prompts(batch_run *b, prompts *p, akv_err *err) {
 
 static void progress(batch_run *b) {
     if (!isatty(2)) return;
-    double dt = now_s() - b->t0;
+    double dt = akv_now_s() - b->t0;
     fprintf(stderr, "\rbatch: %d/%d done, %.1f tok/s ", b->done, b->n, b->total_new / (dt + 1e-9));
     if (b->done == b->n) fputc('\n', stderr);
 }
@@ -174,13 +167,13 @@ static void progress(batch_run *b) {
 static int on_token(void *user, int seq, int32_t tok) {
     batch_run *b = user;
     req *q = &b->q[b->valid[seq]];
-    if (q->n_out++ == 0) q->t_first = now_s() - b->t0;
+    if (q->n_out++ == 0) q->t_first = akv_now_s() - b->t0;
     b->total_new++;
     for (int i = 0; i < b->cfg->n_eos; i++) q->eos |= tok == b->cfg->eos_ids[i];
     q->stopped = text_stream_push(&q->ts, tok);
     int end = q->stopped || q->eos || q->n_out >= q->max_tokens;
     if (end) {
-        q->t_end = now_s() - b->t0;
+        q->t_end = akv_now_s() - b->t0;
         b->done++;
         progress(b);
     }
@@ -282,7 +275,7 @@ int cmd_batch(const cli_settings *s) {
         if (!st) {
             how = RANKS_LOCAL;
             b.cfg = engine_config(e);
-            b.t0 = now_s();
+            b.t0 = akv_now_s();
             b.done = b.n - p.P; /* error records are done already */
             st = engine_generate_batch(e, p.seqs, p.P, n_new, on_token, &b, &stats, &err);
         }
@@ -290,7 +283,7 @@ int cmd_batch(const cli_settings *s) {
     if (!st && s->rank == 0) st = write_results(s, &b, &err);
     if (!st && s->rank == 0 && !s->quiet)
         fprintf(stderr, "batch: %d requests (%d malformed), %d new tokens in %.3f s (%.1f tok/s) -> %s\n",
-                b.n, b.n - p.P, b.total_new, now_s() - b.t0, b.total_new / (now_s() - b.t0 + 1e-9), s->output);
+                b.n, b.n - p.P, b.total_new, akv_now_s() - b.t0, b.total_new / (akv_now_s() - b.t0 + 1e-9), s->output);
 done:
     engine_close(e);
     prompts_free(&p);

@@ -8,7 +8,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels.h"
 #include "stage_cuda.h"
@@ -365,12 +364,6 @@ akv_status stage_sample(stage_t *s, int n_rows, const int32_t *rows, const int32
     return AKV_OK;
 }
 
-static double wall_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 akv_status stage_bandwidth(stage_t *s, double *bytes_per_s, akv_err *err) {
     if (s->cu) return scu_bandwidth(s->cu, bytes_per_s, err);
     const size_t n = (size_t)256 << 20;
@@ -383,9 +376,9 @@ akv_status stage_bandwidth(stage_t *s, double *bytes_per_s, akv_err *err) {
     memset(b, 2, n);
     double best = 1e30;
     for (int i = 0; i < 3; i++) {
-        const double t0 = wall_s();
+        const double t0 = akv_now_s();
         memcpy(i & 1 ? a : b, i & 1 ? b : a, n);
-        const double t = wall_s() - t0;
+        const double t = akv_now_s() - t0;
         best = t < best ? t : best;
     }
     *bytes_per_s = 2.0 * (double)n / best;

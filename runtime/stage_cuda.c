@@ -181,7 +181,6 @@ static void layout(stage_cuda *s, arena *a) {
     s->lm_head = !s->has_head ? NULL : c->tie_embeddings ? s->embed : take(a, V * H * bf);
     s->weight_bytes = a->off - w0;
     /* KV caches */
-    size_t k0 = a->off;
     for (int l = 0; l < s->nl; l++) {
         dkv *d = &s->kv[l];
         const size_t ku = kvq_group_bytes(d->k_bits <= 4 ? d->k_bits : 1, s->G);
@@ -198,7 +197,6 @@ static void layout(stage_cuda *s, arena *a) {
     }
     s->kv_bytes = 0;
     for (int l = 0; l < s->nl; l++) s->kv_bytes += s->kv[l].bytes;
-    (void)k0;
     /* activations and scratch */
     s->inv_freq = take(a, (size_t)c->head_dim / 2 * f4);
     s->xn = take(a, T * H * f4);

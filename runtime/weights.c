@@ -62,19 +62,10 @@ static akv_status synth_tensor(float **dst, const synth_src *src, const char *na
     return AKV_OK;
 }
 
-/* Loads (or, with load == 0, only checks) one decoder layer; with synth, draws it. */
-static akv_status layer_io_src(layer_weights *L, int load, const model_config *c,
-                               const st_model *st, const synth_src *synth, int layer,
-                               size_t *bytes, akv_err *err);
-
+/* Loads (or, with load == 0, only checks) one decoder layer; with synth, draws it instead. */
 static akv_status layer_io(layer_weights *L, int load, const model_config *c,
-                           const st_model *st, int layer, size_t *bytes, akv_err *err) {
-    return layer_io_src(L, load, c, st, NULL, layer, bytes, err);
-}
-
-static akv_status layer_io_src(layer_weights *L, int load, const model_config *c,
-                               const st_model *st, const synth_src *synth, int layer,
-                               size_t *bytes, akv_err *err) {
+                           const st_model *st, const synth_src *synth, int layer,
+                           size_t *bytes, akv_err *err) {
     const int64_t H = c->hidden, I = c->intermediate;
     const int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     struct {
@@ -127,7 +118,7 @@ akv_status weights_load(stage_weights *w, const model_config *c, const st_model 
         if (s) goto fail;
     }
     for (int l = l0; l < l1; l++) {
-        s = layer_io(&w->layers[l - l0], 1, c, st, l, &w->bytes, err);
+        s = layer_io(&w->layers[l - l0], 1, c, st, NULL, l, &w->bytes, err);
         if (s) goto fail;
     }
     if (with_head) {
@@ -163,7 +154,7 @@ akv_status weights_synthetic(stage_weights *w, const model_config *c, int l0, in
         s = synth_tensor(&w->embed, &src, "model.embed_tokens.weight", c->vocab_size, c->hidden,
                          &w->bytes, err);
     for (int l = l0; !s && l < l1; l++)
-        s = layer_io_src(&w->layers[l - l0], 1, c, NULL, &src, l, &w->bytes, err);
+        s = layer_io(&w->layers[l - l0], 1, c, NULL, &src, l, &w->bytes, err);
     if (!s && with_head) {
         s = synth_tensor(&w->final_norm, &src, "model.norm.weight", c->hidden, 0, &w->bytes, err);
         if (!s && c->tie_embeddings) w->lm_head = w->embed;
@@ -182,7 +173,7 @@ akv_status weights_check_all(const model_config *c, const st_model *st, akv_err 
     if (s) return s;
     layer_weights dummy;
     for (int l = 0; l < c->n_layers; l++) {
-        s = layer_io(&dummy, 0, c, st, l, &bytes, err);
+        s = layer_io(&dummy, 0, c, st, NULL, l, &bytes, err);
         if (s) return s;
     }
     s = load_tensor(NULL, st, "model.norm.weight", c->hidden, 0, &bytes, err);

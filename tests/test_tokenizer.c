@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "testutil.h"
 #include "tokenizer.h"
@@ -594,12 +593,6 @@ static char *big_text(size_t size) {
     return s;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Encodes and decodes text; the decoded text must equal it. */
 static void speed_round_trip(const tokenizer_t *t, const char *what, const char *text) {
     size_t len = strlen(text), dl = 0;
@@ -607,11 +600,11 @@ static void speed_round_trip(const tokenizer_t *t, const char *what, const char 
     int n = 0;
     char *back = NULL;
     akv_err err = {0};
-    double t0 = now_s();
+    double t0 = akv_now_s();
     cr_assert_eq(tokenizer_encode(t, text, len, 0, &ids, &n, &err), AKV_OK, "%s", err.msg);
-    double t1 = now_s();
+    double t1 = akv_now_s();
     cr_assert_eq(tokenizer_decode(t, ids, n, 0, &back, &dl, &err), AKV_OK, "%s", err.msg);
-    double t2 = now_s();
+    double t2 = akv_now_s();
     cr_expect(dl == len && !memcmp(back, text, len), "%s: decode(encode(1 MB)) differs", what);
     cr_log_info("%s: encoded %.2f MB into %d ids in %.3f s (%.1f MB/s); decoded in %.3f s", what,
                 len / 1e6, n, t1 - t0, len / 1e6 / (t1 - t0), t2 - t1);
