@@ -11,7 +11,7 @@
 # .debs) carried along; from the lead's machine: run tool, command scripts/gpu-check.sh,
 # carry [".debs"], timeout 600.
 #   scripts/gpu-check.sh                    all steps
-#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu e2e memcheck bench modelbench (setup and
+#   GPU_CHECK_STEPS="gpu memcheck" ...      only these of: cpu gpu e2e memcheck bench modelbench profile (setup and
 #                                           build always run)
 #   GPU_CHECK_BUDGET=540                    seconds before remaining steps are skipped (default 540,
 #                                           so the table prints inside a 600 s command limit)
@@ -22,8 +22,10 @@ SECONDS=0
 BUDGET=${GPU_CHECK_BUDGET:-540}
 WANT=" ${GPU_CHECK_STEPS:-cpu gpu e2e memcheck bench modelbench} "
 BUILD=build-gpu
-LOGS=${OUT:-$BUILD/check-logs}
-mkdir -p "$LOGS"
+# Logs stay in the build dir (the device tool returns at most 8 files from $OUT); at the end they
+# go to $OUT as one tarball plus the summary.
+LOGS=$BUILD/check-logs
+rm -rf "$LOGS"; mkdir -p "$LOGS"
 export PATH="$PATH:/usr/local/cuda/bin"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
@@ -168,6 +170,27 @@ modelbench() {
     --json "$LOGS/bench-8b-torch.json" || return 1
 }
 
+# Nsight Compute: the full report of one compressed decode-attention launch of the benchmark
+# (asymkv:32/0, then all-1-bit), and the per-kernel times of the decode-only kernels in a whole
+# model decode (synthetic Llama-3-8B, B 16, prompt 2048) for an AsymKV and the fp16 cache.
+# shellcheck disable=SC2317
+profile() {
+  local ncu=(ncu --clock-control none) bin=$BUILD/asymkv
+  "${ncu[@]}" --set full -k regex:kvattn_mma -c 1 "$BUILD/tests/bench_decode_attn" --quick \
+    >"$LOGS/ncu-mma-asymkv32.txt" 2>&1 || return 1
+  "${ncu[@]}" --set full -k regex:kvattn_mma --launch-skip 10 -c 1 \
+    "$BUILD/tests/bench_decode_attn" --quick >"$LOGS/ncu-mma-1bit.txt" 2>&1 || return 1
+  grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" \
+    "$LOGS/ncu-mma-asymkv32.txt" "$LOGS/ncu-mma-1bit.txt"
+  for kv in asymkv:32/0 fp16; do
+    echo "--- decode kernels, llama-3-8b B16 prompt 2048, --kv $kv"
+    "${ncu[@]}" --metrics gpu__time_duration.sum --print-summary per-kernel \
+      -k 'regex:kvattn|append|flush|attention_decode|sample|argmax|rmsnorm|rope|swiglu|add' \
+      "$bin" bench -q --synthetic llama-3-8b --batch 16 --prompt-len 2048 -n 4 --kv "$kv" \
+      --backend cuda 2>&1 | grep -vE "^==PROF==" | grep -E "^  [a-zA-Z_]|gpu__time_duration|Kernel|Invocations" | head -n 80
+  done
+}
+
 # The whole-model table: each asymkv bench run beside the PyTorch baseline of its shape.
 modelbench_table() {
   python3 - "$LOGS" <<'PY'
@@ -229,7 +252,7 @@ for r in rows:
 PY
 }
 
-export -f unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_sample memcheck_model e2e modelbench bench
+export -f profile unpack_deps memcheck memcheck_canary memcheck_kvattn memcheck_sample memcheck_model e2e modelbench bench
 export BUILD LOGS
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
@@ -280,6 +303,10 @@ if [[ $WANT == *" modelbench "* ]]; then
   if [ -x "$BUILD/asymkv" ]; then step modelbench modelbench.log 240 modelbench
   else record modelbench SKIP 0 "not built"; fi
 fi
+if [[ $WANT == *" profile "* ]]; then
+  if [ -x "$BUILD/asymkv" ] && command -v ncu >/dev/null; then step profile profile.log 300 profile
+  else record profile SKIP 0 "no binary or no ncu"; fi
+fi
 if [[ $WANT == *" cpu "* ]]; then
   if [ "$configured" -eq 0 ]; then
     step cpu-tests cpu-tests.log 300 ctest --test-dir "$BUILD" -LE gpu --output-on-failure \
@@ -316,6 +343,7 @@ fi
       | sed 's/^/  /' | head -n 20
     grep -cE "^([0-9]+: )?kvattn .*rel_l2" "$LOGS/gpu-tests.log" | sed 's/^/  kvattn comparisons run: /'
   fi
+  [ -f "$LOGS/profile.log" ] && grep -vE "^###" "$LOGS/profile.log" | cut -c1-160 | head -n 120
   [ -f "$LOGS/bench_decode_attn.csv" ] && bench_table
   ls "$LOGS"/bench-*.json >/dev/null 2>&1 && modelbench_table
   printf '%-16s %-5s %7s  %s\n' step state seconds note
@@ -324,5 +352,9 @@ fi
   done
   if failed; then echo "overall: FAIL"; else echo "overall: PASS"; fi
 } | tee "$LOGS/summary.txt"
+if [ -n "${OUT:-}" ]; then
+  cp "$LOGS/summary.txt" "$OUT/" 2>/dev/null
+  tar czf "$OUT/gpu-check-logs.tgz" -C "$LOGS" . 2>/dev/null
+fi
 failed && exit 1
 exit 0

@@ -7,22 +7,27 @@
  *
  * Tolerances: the CUDA backend rounds activations to bf16 in every GEMM (2^-9 relative per
  * input) and feeds attention fp16 Q/P; with the same bf16 weights that gives logits within
- * ~1% of the logit range on an unquantized cache (2e-2 allowed, greedy tokens equal). A
- * quantized cache is discontinuous in its inputs (model_compare.h): there the test asks for the
- * same teacher-forced mean NLL within 0.15 nats, the same argmax at >= 75% of the positions and
- * a mean per-position error <= 0.2 of the range — bounds set from the drift tests/emu/ measured
- * for the prefill path's fp16 rounding alone (0.055 nats, 88% agreement for all-1-bit), with
- * room for the bf16 GEMMs; a broken kernel misses them by far (NLL off by nats, or NaN). These
- * bounds are unverified on a GPU so far. Every case prints a "gpu_model: ..." line for
- * scripts/gpu-check.sh. */
+ * ~1% of the logit range on an unquantized cache (2e-2 allowed, greedy tokens equal; measured
+ * on the H200: 1.7e-2 at most, on llama-gqa). A quantized cache is discontinuous in its inputs:
+ * it is judged against the CPU's fp16-cache logits (model_compare.h, judge_fp16): the GPU's
+ * argmax agreement with fp16 at most 0.1 below the CPU's, its mean error vs fp16 at most 1.25x
+ * the CPU's + 0.02, its mean NLL within 0.05 nats + 4 standard errors of the CPU's, and where the
+ * config is stable (the CPU agrees with fp16 at >= 90% of the positions) the same argmax as the
+ * CPU at >= 75% of the positions with a mean error <= 0.2 of the range. A broken kernel misses
+ * these by far (NLL off by nats, or NaN). The direct 75% bound for every config failed on the
+ * H200 for 1-bit keys only (agreement 0.39 .. 0.68 while both NLLs stayed within 0.14 nats):
+ * there two correct backends agree with each other less than each agrees with fp16. Every case
+ * prints "gpu_model: ..." lines for scripts/gpu-check.sh. */
 #include <unistd.h>
 
 #include "gpu_util.h"
 #include "model_compare.h"
 
 static const cmp_opts GPU = {.tag = "gpu_model", .tol_fp16 = 2e-2, .tol_quant = 0,
-                             .tol_quant_mean = 0.2, .min_agree = 0.75, .tol_nll = 0.15,
-                             .greedy_quant = 0, .chunk = 13};
+                             .tol_quant_mean = 0.2, .min_agree = 0.75, .tol_nll = 0.05,
+                             .greedy_quant = 0, .chunk = 13, .judge_fp16 = 1,
+                             .agree_margin = 0.1, .rel_ratio = 1.25, .rel_slack = 0.02,
+                             .nll_se_k = 4, .stable_agree = 0.9};
 
 static void fixture(const char *fx) {
     REQUIRE_GPU();
