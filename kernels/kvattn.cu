@@ -16,9 +16,10 @@
  *    [32 * floor(min(kq, vq) / 32), len] (window, last partial tile, new token; kvattn_tail_len),
  *    under KVATTN_SCALAR every position [0, len]. Grid (parts, n_kv * hchunks, n_batch), 128
  *    threads; per tile of 128 positions: thread i scores position t0 + i against the chunk's
- *    (<= 8) heads with fp32 FMAs (the key dequantized on the fly: code * scale + zero, or the
- *    fp16 window, or k_new), warp w then does the online-softmax step of heads w and w + 4, and
- *    thread c accumulates output channel c (and c + 128) of every head over the tile's values.
+ *    (<= 8) heads with fp32 FMAs (the key dequantized on the fly: code * scale + zero; a window
+ *    key read as 16-byte vectors of its fp16 row; or k_new), warp w then does the online-softmax
+ *    step of heads w and w + 4, and thread c accumulates output channel c (and c + 128) of every
+ *    head over the tile's values, 4 positions per step.
  * Precision: fp32 throughout the scalar kernel; the MMA kernel keeps fp32-level accuracy (exact
  * integer codes, hi + lo fp16 halves of every non-integer operand). Against kvattn_ref the
  * outputs agree to ~1e-5 relative (tests/gpu_kvattn.c states its tolerance).
@@ -36,7 +37,7 @@
 #define KVA_MAX_D 256    /* scalar kernel; the MMA kernel takes 64 and 128 */
 #define KVA_MAX_PARTS 2048
 #define KVA_TARGET_BLOCKS 1024 /* scalar parts (impl scalar) */
-#define KVA_MMA_BLOCKS 528     /* 2 waves of 2 resident MMA blocks on 132 SMs */
+#define KVA_MMA_BLOCKS 792     /* 2 waves of 3 resident MMA blocks on 132 SMs (H200) */
 #define KVA_LOG2E 1.4426950408889634f
 
 /* Everything the kernels need, passed by value. */
@@ -122,20 +123,45 @@ static __device__ __forceinline__ float warp_reduce(float x, bool is_max) {
 }
 
 /* One scalar tile: positions t0 .. t0+n-1 (n <= KVA_TILE) of the block's heads. */
-struct ScalarSmem {
+struct __align__(16) ScalarSmem { /* float4 reads of q and p rows */
     float q[KVA_HCHUNK][KVA_MAX_D]; /* q * scale * log2(e); rows past the chunk are zeros */
     float p[KVA_HCHUNK][KVA_TILE];  /* scores, then exp2(score - m) */
     float m[KVA_HCHUNK], l[KVA_HCHUNK], alpha[KVA_HCHUNK];
 };
 
-static __device__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, ScalarSmem &sm, int b,
+static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, ScalarSmem &sm, int b,
                                    int g, int nh, int t0, int n, float o[KVA_HCHUNK][2]) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, D = P.D;
     __syncthreads(); /* q loaded / the previous tile's p consumed */
     float acc[KVA_HCHUNK] = {};
-    if (tid < n) {
+    const int p = t0 + tid;
+    if (tid < n && p >= s.kq && p < s.len && (D & 7) == 0) {
+        /* an fp16 window key: its row is D contiguous halves, read 16 bytes at a time (the
+         * per-channel path below would touch 32 rows per warp load) */
+        const uint4 *kr = reinterpret_cast<const uint4 *>(
+            s.k_win + ((size_t)(p % s.k_cap) * P.n_kv + g) * D);
+        for (int c8 = 0; c8 < D / 8; c8++) {
+            const uint4 u = kr[c8];
+            const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+            float k[8];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                k[2 * j] = h2f((uint16_t)(w[j] & 0xffffu));
+                k[2 * j + 1] = h2f((uint16_t)(w[j] >> 16));
+            }
+#pragma unroll
+            for (int h = 0; h < KVA_HCHUNK; h++) {
+                const float4 qa = *reinterpret_cast<const float4 *>(&sm.q[h][8 * c8]);
+                const float4 qb = *reinterpret_cast<const float4 *>(&sm.q[h][8 * c8 + 4]);
+                float a = acc[h]; /* channel order as below: the same sums, bit for bit */
+                a = fmaf(qa.x, k[0], a), a = fmaf(qa.y, k[1], a), a = fmaf(qa.z, k[2], a);
+                a = fmaf(qa.w, k[3], a), a = fmaf(qb.x, k[4], a), a = fmaf(qb.y, k[5], a);
+                a = fmaf(qb.z, k[6], a), acc[h] = fmaf(qb.w, k[7], a);
+            }
+        }
+    } else if (tid < n) {
         for (int c = 0; c < D; c++) {
-            const float k = key_at(P, s, b, g, t0 + tid, c);
+            const float k = key_at(P, s, b, g, p, c);
 #pragma unroll
             for (int h = 0; h < KVA_HCHUNK; h++) acc[h] = fmaf(sm.q[h][c], k, acc[h]);
         }
@@ -171,7 +197,19 @@ static __device__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, Sca
         const int c = tid + cs * KVA_THREADS;
         if (c >= D) break;
         float a[KVA_HCHUNK] = {};
-        for (int i = 0; i < n; i++) {
+        int i = 0;
+        for (; i + 4 <= n; i += 4) { /* 4 positions: independent loads, one p load per head */
+            const float v0 = value_at(P, s, b, g, t0 + i, c);
+            const float v1 = value_at(P, s, b, g, t0 + i + 1, c);
+            const float v2 = value_at(P, s, b, g, t0 + i + 2, c);
+            const float v3 = value_at(P, s, b, g, t0 + i + 3, c);
+#pragma unroll
+            for (int h = 0; h < KVA_HCHUNK; h++) {
+                const float4 pp = *reinterpret_cast<const float4 *>(&sm.p[h][i]);
+                a[h] = fmaf(pp.w, v3, fmaf(pp.z, v2, fmaf(pp.y, v1, fmaf(pp.x, v0, a[h]))));
+            }
+        }
+        for (; i < n; i++) {
             const float v = value_at(P, s, b, g, t0 + i, c);
 #pragma unroll
             for (int h = 0; h < KVA_HCHUNK; h++) a[h] = fmaf(sm.p[h][i], v, a[h]);
@@ -183,7 +221,7 @@ static __device__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, Sca
 
 /* Scalar part `split` of the block's row (blockIdx.y, blockIdx.z): KVA_THREADS threads. */
 static __device__ void scalar_part(const KvaParams &P, int split) {
-    static __shared__ ScalarSmem sm;
+    static __shared__ __align__(16) ScalarSmem sm;
     const int b = blockIdx.z, g = blockIdx.y / P.hchunks, hc = blockIdx.y % P.hchunks;
     const kvq_seq_dev s = P.seqs[b];
     if (!seq_ok(P, s)) return; /* the combine kernel writes NaN */
@@ -219,7 +257,7 @@ static __device__ void scalar_part(const KvaParams &P, int split) {
     }
 }
 
-static __global__ void __launch_bounds__(KVA_THREADS) kvattn_scalar_kernel(const KvaParams P) {
+static __global__ void __launch_bounds__(KVA_THREADS, 4) kvattn_scalar_kernel(const KvaParams P) {
     scalar_part(P, blockIdx.x);
 }
 
@@ -301,7 +339,11 @@ static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
     int tail = a->max_len;
     if (pl->impl_mma) {
         const long long tiles = a->max_len / 32; /* whole tiles below min(kq, vq) <= len */
-        long long per = (tiles * r + KVA_MMA_BLOCKS - 1) / KVA_MMA_BLOCKS;
+        /* a whole number of blocks per row, so that rows x blocks fills the waves instead of
+         * spilling a partial one (B 16 x 32k on the H200: 7 blocks per row made 2.26 waves) */
+        long long nb = KVA_MMA_BLOCKS / r;
+        if (nb < 1) nb = 1;
+        long long per = (tiles + nb - 1) / nb;
         per = (per + 3) / 4 * 4;
         pl->mma_tiles = (int)(per < 16 ? 16 : per);
         pl->mma_blocks = (int)((tiles + pl->mma_tiles - 1) / pl->mma_tiles);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench_torch.py — PyTorch SDPA decode baseline for tests/bench_decode_attn.c, same shapes
-(Llama-3-8B: 32 query / 8 kv heads, head_dim 128; B 16 x T 32768 and B 1 x T 131072), bf16,
-one query per sequence, GQA through enable_gqa=True (or the kv heads expanded where that flag
+(Llama-3-8B: 32 query / 8 kv heads, head_dim 128; B 16 x T 32768, B 1 x T 131072 and
+B 16 x T 2048), bf16, one query per sequence, GQA through enable_gqa=True (or the kv heads expanded where that flag
 is missing). CUDA events, 5 warm-ups, median of 30. Bytes that must be read: K and V (bf16)
 and q. Prints the same columns as the C benchmark and appends rows in its CSV format to
 $OUT/bench_decode_attn.csv (the copy bandwidth is taken from that file's "copy" row when the C
@@ -13,7 +13,7 @@ import statistics
 import sys
 
 H_Q, H_KV, HD = 32, 8, 128
-SHAPES = [("B16xT32k", 16, 32768), ("B1xT128k", 1, 131072)]
+SHAPES = [("B16xT32k", 16, 32768), ("B1xT128k", 1, 131072), ("B16xT2k", 16, 2048)]
 
 
 def median_us(fn, runs):
