@@ -10,7 +10,8 @@
  * Prints bytes that must be read (codes + scales/zeros + windows + q + the new k/v), time, GB/s and
  * the fraction of the copy bandwidth; writes the rows as CSV to $OUT/bench_decode_attn.csv when OUT
  * is set (tools/bench_torch.py appends PyTorch SDPA rows in the same format).
- * Run: ./build-gpu/tests/bench_decode_attn [--quick]   (--quick: 5 timed runs, B 16 shape only) */
+ * Run: ./build-gpu/tests/bench_decode_attn [--quick] [--shape NAME]   (--quick: 5 timed runs, the
+ * B16xT32k shape only unless --shape names another) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -299,7 +300,17 @@ static int bench_fp16(const shape *sh, size_t l2, cudaStream_t s, result *r) {
 }
 
 int main(int argc, char **argv) {
-    const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int quick = 0;
+    const char *only = NULL; /* --shape NAME: that shape alone */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only = argv[++i];
+        else {
+            fprintf(stderr, "bench_decode_attn: unknown argument '%s' (use --quick, --shape "
+                            "B16xT32k|B1xT128k|B16xT2k)\n", argv[i]);
+            return 2;
+        }
+    }
     if (quick) n_runs = 5;
     int dev = 0;
     struct cudaDeviceProp prop;
@@ -324,7 +335,8 @@ int main(int argc, char **argv) {
                  {"kivi2 mma", 2, 2, KVATTN_MMA}};
     result res[32];
     int n = 0;
-    for (int si = 0; si < (quick ? 1 : 3); si++) {
+    for (int si = 0; si < 3; si++) {
+        if (only ? strcmp(only, shapes[si].name) != 0 : quick && si > 0) continue;
         if (bench_fp16(&shapes[si], l2, s, &res[n])) report(&res[n++], copy);
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
             if (bench_compressed(&shapes[si], kinds[k].kb, kinds[k].vb, kinds[k].impl, kinds[k].name,
