@@ -145,11 +145,19 @@ e2e() {
   if cmp -s "$t/one.txt" "$t/two.txt"; then echo "e2e: 2 ranks on one GPU == 1 process"
   else echo "e2e: 2 ranks differ"; diff "$t/one.txt" "$t/two.txt"; return 1; fi
   head -c 8192 $m/heldout.txt >"$t/held.txt"
+  # perplexity on both backends: every run must print one; fp16 must agree within 1%
+  local ppl p_cuda
   for kv in fp16 asymkv:2/0 "k=1x8;v=1x8"; do
-    for be in cuda cpu; do
-      "$bin" eval --model $m --text-file "$t/held.txt" --window 1024 --kv "$kv" --backend $be \
-        2>&1 | grep -iE "perplexity|ppl" | head -n 1 | sed "s/^/e2e: eval --kv $kv --backend $be: /"
+    for be in ${E2E_BACKENDS:-cuda cpu}; do
+      ppl=$("$bin" eval --model $m --text-file "$t/held.txt" --window 1024 --kv "$kv" \
+        --backend "$be" 2>"$t/eval.err" | sed -n 's/^perplexity: //p')
+      [ -n "$ppl" ] || { echo "e2e: eval --kv $kv --backend $be: no perplexity"; cat "$t/eval.err"; return 1; }
+      echo "e2e: eval --kv $kv --backend $be: perplexity: $ppl"
+      [ "$be" = cuda ] && p_cuda=$ppl
     done
+    if [ "$kv" = fp16 ] && ! awk -v a="$p_cuda" -v b="$ppl" 'BEGIN { exit !(a / b < 1.01 && b / a < 1.01) }'; then
+      echo "e2e: fp16 perplexity differs by more than 1% between the backends"; return 1
+    fi
   done
 }
 
