@@ -8,9 +8,8 @@
  *  - kvq_append_cuda is stepped beside kvcache_append and the units and windows must match
  *    byte for byte; kvq_flush_cuda against kvq_quantize_group on the same window data;
  *  - kvq_dense_cuda / kvq_commit_cuda (the CUDA stage's prefill path) against
- *    kvq_view_dequantize and kvcache_append of a chunk, bit for bit; the fp16 roundings.
- *    (These three were written without a GPU; their plumbing was run with tests/emu's
- *    launchers, which are the twins, so only the kernels themselves remain unverified.)
+ *    kvq_view_dequantize and kvcache_append of a chunk, bit for bit; the fp16 roundings
+ *    (passing on the H200 since 2026-11-29).
  * Tolerance (attention): both sides are fp32 (the MMA kernel keeps fp32-level accuracy through
  * exact codes and hi+lo fp16 operand halves), so only the summation order and the formula
  * (code * scale + zero vs beta + sum w * code) differ. An output is a weighted mean of terms of
