@@ -49,7 +49,7 @@ struct KvaParams {
     int n_parts, n_mma_parts;          /* parts [0, n_mma_parts) come from the MMA kernel */
     int mma_blocks;                    /* MMA blocks per row (= n_mma_parts); tail blocks follow */
     int mma;                           /* 1: the scalar kernel covers only the tail */
-    int sc_split;                      /* positions per scalar part (a multiple of KVA_TILE) */
+    int sc_split;                      /* positions per scalar part (a multiple of 32) */
     int mma_tiles;                     /* 32-token tiles per MMA block (a multiple of 4) */
     float qscale;                      /* scale * log2(e) */
 };
@@ -321,7 +321,8 @@ static bool kva_shape_ok(const kvattn_args *a) {
            a->head_dim <= KVA_MAX_D && (a->group == 32 || a->group == 64 || a->group == 128) &&
            width_ok(a->k_bits) && width_ok(a->v_bits) &&
            (a->v_bits == 16 || a->head_dim % a->group == 0) &&
-           (a->impl == KVATTN_AUTO || a->impl == KVATTN_SCALAR || a->impl == KVATTN_MMA);
+           (a->impl == KVATTN_AUTO || a->impl == KVATTN_SCALAR || a->impl == KVATTN_MMA) &&
+           a->tail_split >= 0;
 }
 
 static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
@@ -349,14 +350,22 @@ static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
         pl->mma_blocks = (int)((tiles + pl->mma_tiles - 1) / pl->mma_tiles);
         if (a->max_tail > 0 && a->max_tail < tail) tail = a->max_tail;
     }
-    long long want = (KVA_TARGET_BLOCKS / 2 + r - 1) / r; /* scalar parts per row */
-    long long sl = (tail + want - 1) / want;
-    sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
-    if (sl < KVA_TILE) sl = KVA_TILE;
+    /* scalar parts: multiples of `unit` positions (a tile, or tail_split's multiple of 32) */
+    const bool fine = pl->impl_mma && a->tail_split > 0;
+    const long long unit = fine ? 32 : KVA_TILE;
+    long long sl;
+    if (fine) {
+        sl = a->tail_split;
+    } else {
+        const long long want = (KVA_TARGET_BLOCKS / 2 + r - 1) / r; /* scalar parts per row */
+        sl = (tail + want - 1) / want;
+    }
+    sl = (sl + unit - 1) / unit * unit;
+    if (sl < unit) sl = unit;
     const long long room = KVA_MAX_PARTS - (long long)pl->mma_blocks;
     if (room < 1) return false;
     if ((tail + sl - 1) / sl > room) sl = (tail + room - 1) / room;
-    sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
+    sl = (sl + unit - 1) / unit * unit;
     pl->sc_split = (int)sl;
     pl->sc_parts = (int)((tail + sl - 1) / sl);
     pl->n_parts = pl->mma_blocks + pl->sc_parts;

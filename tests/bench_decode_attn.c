@@ -173,8 +173,8 @@ static void report(result *r, double copy_gbps) {
 }
 
 /* The compressed cache at widths kb/vb for shape sh, timed with impl; fills r. */
-static int bench_compressed(const shape *sh, int kb, int vb, int impl, const char *label,
-                            size_t l2, cudaStream_t s, result *r) {
+static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_split,
+                            const char *label, size_t l2, cudaStream_t s, result *r) {
     const int B = sh->B, T = sh->T, len = T - 1;
     const size_t row = (size_t)H_KV * HD;
     const layout L = make_layout(kb, vb, T);
@@ -219,7 +219,8 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, const cha
         kvattn_args *a = &c->ka[cp];
         *a = (kvattn_args){.n_batch = B, .max_len = T, .max_tail = max_tail, .n_heads = H_Q,
                            .n_kv_heads = H_KV, .head_dim = HD, .group = GRP, .k_bits = kb,
-                           .v_bits = vb, .scale = 1.0f / sqrtf((float)HD), .impl = impl};
+                           .v_bits = vb, .scale = 1.0f / sqrtf((float)HD), .impl = impl,
+                           .tail_split = tail_split};
         CUDA_CHECK_EXIT(cudaMalloc((void **)&a->seqs, sizeof(kvq_seq_dev) * B));
         CUDA_CHECK_EXIT(cudaMemcpy((void *)a->seqs, seqs, sizeof(kvq_seq_dev) * B, cudaMemcpyHostToDevice));
         CUDA_CHECK_EXIT(cudaMalloc((void **)&a->q, (size_t)B * H_Q * HD * 4));
@@ -329,18 +330,22 @@ int main(int argc, char **argv) {
     const shape shapes[3] = {{"B16xT32k", 16, 32768}, {"B1xT128k", 1, 131072}, {"B16xT2k", 16, 2048}};
     const struct {
         const char *name;
-        int kb, vb, impl;
-    } kinds[] = {{"asymkv:32/0 mma", 2, 1, KVATTN_MMA},    {"all-1bit mma", 1, 1, KVATTN_MMA},
-                 {"asymkv:32/0 scalar", 2, 1, KVATTN_SCALAR}, {"all-1bit scalar", 1, 1, KVATTN_SCALAR},
-                 {"kivi2 mma", 2, 2, KVATTN_MMA}};
+        int kb, vb, impl, tail_split;
+    } kinds[] = {{"asymkv:32/0 mma", 2, 1, KVATTN_MMA, 0},
+                 {"all-1bit mma", 1, 1, KVATTN_MMA, 0},
+                 {"asymkv:32/0 mma t32", 2, 1, KVATTN_MMA, 32}, /* tail in 32-position parts */
+                 {"all-1bit mma t32", 1, 1, KVATTN_MMA, 32},
+                 {"asymkv:32/0 scalar", 2, 1, KVATTN_SCALAR, 0},
+                 {"all-1bit scalar", 1, 1, KVATTN_SCALAR, 0},
+                 {"kivi2 mma", 2, 2, KVATTN_MMA, 0}};
     result res[32];
     int n = 0;
     for (int si = 0; si < 3; si++) {
         if (only ? strcmp(only, shapes[si].name) != 0 : quick && si > 0) continue;
         if (bench_fp16(&shapes[si], l2, s, &res[n])) report(&res[n++], copy);
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-            if (bench_compressed(&shapes[si], kinds[k].kb, kinds[k].vb, kinds[k].impl, kinds[k].name,
-                                 l2, s, &res[n]))
+            if (bench_compressed(&shapes[si], kinds[k].kb, kinds[k].vb, kinds[k].impl,
+                                 kinds[k].tail_split, kinds[k].name, l2, s, &res[n]))
                 report(&res[n++], copy);
     }
     const char *out = getenv("OUT");

@@ -2,7 +2,8 @@
  * their twins: caches are built on the host by runtime/kvcache (kvcache_init / append / view) from
  * seeded random fp16 data with outlier key channels, copied to the device with every byte the
  * view does not own poisoned (0xff: NaN scales and windows), and
- *  - kvattn_cuda (each impl) is compared with kvattn_ref (through kvcache_attend), every width
+ *  - kvattn_cuda (each impl; the MMA impl also with tail_split 32, the fine tail plan, not yet
+ *    run on a GPU) is compared with kvattn_ref (through kvcache_attend), every width
  *    pair 16/4/2/1 x 16/4/2/1, G 32 and 64, GQA 1/4/8, head_dim 64 and 128, lengths around
  *    multiples of G and R, plus 40000-token Llama-3-8B-shaped rows;
  *  - kvq_append_cuda is stepped beside kvcache_append and the units and windows must match
@@ -202,9 +203,10 @@ static const char *impl_name(int impl) {
     return impl == KVATTN_MMA ? "mma" : impl == KVATTN_SCALAR ? "scalar" : "auto";
 }
 
-/* Runs kvattn_cuda with impl over the cache for n_heads query heads; returns 1 if it matched. */
-static int attn_check(const dev_cache *dc, const cache_spec *cs, int n_heads, int impl,
-                      uint32_t *seed, cudaStream_t s, const char *label) {
+/* Runs kvattn_cuda with impl (and tail_split, MMA only) over the cache for n_heads query heads;
+ * returns 1 if it matched. */
+static int attn_check_split(const dev_cache *dc, const cache_spec *cs, int n_heads, int impl,
+                            int tail_split, uint32_t *seed, cudaStream_t s, const char *label) {
     const int B = dc->n_seq, D = cs->D, row = dc->row;
     const size_t qn = (size_t)B * n_heads * D;
     float *q = xmalloc(qn * 4), *got = xmalloc(qn * 4), *want = xmalloc(qn * 4);
@@ -239,7 +241,8 @@ static int attn_check(const dev_cache *dc, const cache_spec *cs, int n_heads, in
                      .k_bits = cs->kb,
                      .v_bits = cs->vb,
                      .scale = scale,
-                     .impl = impl};
+                     .impl = impl,
+                     .tail_split = tail_split};
     a.workspace_bytes = kvattn_workspace_bytes(&a);
     cr_assert(a.workspace_bytes > 0, "kvattn_workspace_bytes refused %s", label);
     a.workspace = dev_poisoned(a.workspace_bytes, s);
@@ -263,12 +266,18 @@ static int attn_check(const dev_cache *dc, const cache_spec *cs, int n_heads, in
         }
     }
     const double rl = r2 > 0 ? sqrt(e2 / r2) : sqrt(e2);
-    fprintf(stderr, "kvattn %s heads=%d impl=%s: max |diff| %.2e, rel_l2 %.2e%s\n", label, n_heads,
-            impl_name(impl), worst, rl, bad ? " FAIL" : "");
+    fprintf(stderr, "kvattn %s heads=%d impl=%s%s: max |diff| %.2e, rel_l2 %.2e%s\n", label,
+            n_heads, impl_name(impl), tail_split ? " tail_split=32" : "", worst, rl,
+            bad ? " FAIL" : "");
     cudaFree(a.out), cudaFree((void *)a.q), cudaFree((void *)a.k_new), cudaFree((void *)a.v_new);
     cudaFree(a.workspace);
     free(q), free(got), free(want), free(kn), free(vn), free(scratch);
     return bad == 0;
+}
+
+static int attn_check(const dev_cache *dc, const cache_spec *cs, int n_heads, int impl,
+                      uint32_t *seed, cudaStream_t s, const char *label) {
+    return attn_check_split(dc, cs, n_heads, impl, 0, seed, s, label);
 }
 
 static int impl_supported(const cache_spec *cs, int impl, int n_heads) {
@@ -303,6 +312,11 @@ Test(kvattn, matches_twin) {
                             if (!impl_supported(&cs, impl, H)) continue;
                             runs++;
                             if (!attn_check(&dc, &cs, H, impl, &seed, s, label)) failed++;
+                            if (impl == KVATTN_MMA) { /* the fine tail plan (an experiment) */
+                                runs++;
+                                if (!attn_check_split(&dc, &cs, H, impl, 32, &seed, s, label))
+                                    failed++;
+                            }
                         }
                     free_stats(&st);
                     free_cache(&dc);
