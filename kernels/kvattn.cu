@@ -19,7 +19,9 @@
  *    (<= 8) heads with fp32 FMAs (the key dequantized on the fly: code * scale + zero; a window
  *    key read as 16-byte vectors of its fp16 row; or k_new), warp w then does the online-softmax
  *    step of heads w and w + 4, and thread c accumulates output channel c (and c + 128) of every
- *    head over the tile's values, 4 positions per step.
+ *    head over the tile's values, 4 positions per step. Opt-in plan (kvattn_args.tail_split, not
+ *    yet run on a GPU): the MMA impl's tail in parts of 32 positions, whose short tiles split the
+ *    key scoring by channel quarter over the 4 warps, to shorten the tail's critical path.
  * Precision: fp32 throughout the scalar kernel; the MMA kernel keeps fp32-level accuracy (exact
  * integer codes, hi + lo fp16 halves of every non-integer operand). Against kvattn_ref the
  * outputs agree to ~1e-5 relative (tests/gpu_kvattn.c states its tolerance).
@@ -49,6 +51,7 @@ struct KvaParams {
     int n_parts, n_mma_parts;          /* parts [0, n_mma_parts) come from the MMA kernel */
     int mma_blocks;                    /* MMA blocks per row (= n_mma_parts); tail blocks follow */
     int mma;                           /* 1: the scalar kernel covers only the tail */
+    int fine_tail;                     /* tail_split plan: short tiles split keys by channel */
     int sc_split;                      /* positions per scalar part (a multiple of 32) */
     int mma_tiles;                     /* 32-token tiles per MMA block (a multiple of 4) */
     float qscale;                      /* scale * log2(e) */
@@ -129,18 +132,16 @@ struct __align__(16) ScalarSmem { /* float4 reads of q and p rows */
     float m[KVA_HCHUNK], l[KVA_HCHUNK], alpha[KVA_HCHUNK];
 };
 
-static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, ScalarSmem &sm, int b,
-                                   int g, int nh, int t0, int n, float o[KVA_HCHUNK][2]) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, D = P.D;
-    __syncthreads(); /* q loaded / the previous tile's p consumed */
-    float acc[KVA_HCHUNK] = {};
-    const int p = t0 + tid;
-    if (tid < n && p >= s.kq && p < s.len && (D & 7) == 0) {
+/* acc[h] += q_h . key of position p over channels [c0, c1) (fp32 FMAs in channel order). */
+static __device__ __forceinline__ void score_key(const KvaParams &P, const kvq_seq_dev &s,
+                                                 const ScalarSmem &sm, int b, int g, int p,
+                                                 int c0, int c1, float acc[KVA_HCHUNK]) {
+    if (p >= s.kq && p < s.len && ((c0 | c1) & 7) == 0) {
         /* an fp16 window key: its row is D contiguous halves, read 16 bytes at a time (the
          * per-channel path below would touch 32 rows per warp load) */
         const uint4 *kr = reinterpret_cast<const uint4 *>(
-            s.k_win + ((size_t)(p % s.k_cap) * P.n_kv + g) * D);
-        for (int c8 = 0; c8 < D / 8; c8++) {
+            s.k_win + ((size_t)(p % s.k_cap) * P.n_kv + g) * P.D);
+        for (int c8 = c0 / 8; c8 < c1 / 8; c8++) {
             const uint4 u = kr[c8];
             const uint32_t w[4] = {u.x, u.y, u.z, u.w};
             float k[8];
@@ -159,12 +160,36 @@ static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq
                 a = fmaf(qb.z, k[6], a), acc[h] = fmaf(qb.w, k[7], a);
             }
         }
-    } else if (tid < n) {
-        for (int c = 0; c < D; c++) {
-            const float k = key_at(P, s, b, g, p, c);
+        return;
+    }
+    for (int c = c0; c < c1; c++) {
+        const float k = key_at(P, s, b, g, p, c);
 #pragma unroll
-            for (int h = 0; h < KVA_HCHUNK; h++) acc[h] = fmaf(sm.q[h][c], k, acc[h]);
-        }
+        for (int h = 0; h < KVA_HCHUNK; h++) acc[h] = fmaf(sm.q[h][c], k, acc[h]);
+    }
+}
+
+static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, ScalarSmem &sm, int b,
+                                   int g, int nh, int t0, int n, float o[KVA_HCHUNK][2]) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, D = P.D;
+    __syncthreads(); /* q loaded / the previous tile's p consumed */
+    float acc[KVA_HCHUNK] = {};
+    if (!(P.fine_tail && n <= 32)) { /* thread tid scores position t0 + tid */
+        if (tid < n) score_key(P, s, sm, b, g, t0 + tid, 0, D, acc);
+    } else {
+        /* a short tile of the fine tail plan: warp w scores the positions over a quarter of the
+         * channels, and the quarters are summed through sm.p (4 x 32 slots per head) */
+        const int q4 = D / 4; /* every supported head_dim is a multiple of 16 */
+        if (lane < n) score_key(P, s, sm, b, g, t0 + lane, warp * q4, (warp + 1) * q4, acc);
+#pragma unroll
+        for (int h = 0; h < KVA_HCHUNK; h++) sm.p[h][warp * 32 + lane] = acc[h];
+        __syncthreads();
+#pragma unroll
+        for (int h = 0; h < KVA_HCHUNK; h++)
+            acc[h] = tid < 32 ? sm.p[h][tid] + sm.p[h][32 + tid] + sm.p[h][64 + tid] +
+                                    sm.p[h][96 + tid]
+                              : 0.0f;
+        __syncthreads(); /* every partial read before the scores overwrite them */
     }
 #pragma unroll
     for (int h = 0; h < KVA_HCHUNK; h++) sm.p[h][tid] = tid < n ? acc[h] : -INFINITY;
@@ -312,6 +337,7 @@ struct KvaPlan {
     int mma_tiles, mma_blocks;      /* tiles per MMA block, MMA blocks per row */
     int sc_split, sc_parts;
     int n_parts;
+    int fine;                       /* the tail_split plan */
 };
 
 static bool kva_shape_ok(const kvattn_args *a) {
@@ -366,6 +392,7 @@ static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
     if (room < 1) return false;
     if ((tail + sl - 1) / sl > room) sl = (tail + room - 1) / room;
     sl = (sl + unit - 1) / unit * unit;
+    pl->fine = fine;
     pl->sc_split = (int)sl;
     pl->sc_parts = (int)((tail + sl - 1) / sl);
     pl->n_parts = pl->mma_blocks + pl->sc_parts;
@@ -399,7 +426,7 @@ extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits, P.max_len = a->max_len;
     P.n_parts = pl.n_parts, P.n_mma_parts = pl.mma_blocks, P.mma = pl.impl_mma;
     P.mma_blocks = pl.mma_blocks;
-    P.sc_split = pl.sc_split, P.mma_tiles = pl.mma_tiles;
+    P.sc_split = pl.sc_split, P.mma_tiles = pl.mma_tiles, P.fine_tail = pl.fine;
     P.qscale = a->scale * KVA_LOG2E;
     const dim3 rows(1, a->n_kv_heads * pl.hchunks, a->n_batch);
     if (pl.mma_blocks > 0) { /* the tail's scalar parts ride along as the last blocks */
