@@ -21,6 +21,10 @@ void rmsnorm_ref(float *out, const float *x, const float *w, int n, int dim, flo
 
 /* out[n][m] = x[n][k] · w[m][k]^T + bias[m] (bias may be NULL). out must not alias x. */
 void matmul_ref(float *out, const float *x, const float *w, const float *bias, int n, int k, int m);
+/* CPU threads matmul_ref splits a large product over (blocks of w rows; every output is summed
+ * the same way on any thread, so results never depend on the count). 1 without OpenMP. */
+void kernels_set_threads(int n);
+int kernels_threads(void);
 
 /* RoPE frequency schedules: plain rope_theta, and Llama 3.1's piecewise "llama3" scaling. */
 typedef enum rope_kind { ROPE_DEFAULT = 0, ROPE_LLAMA3 = 1 } rope_kind;

@@ -1,10 +1,20 @@
 /* kvattn_ref.c — reference causal attention over the compressed KV cache (quantized blocks +
  * fp16 window + the new tokens), computed directly on the codes through the scale/zero
- * identities of design §4 — the twin of the fused CUDA decode kernel. */
+ * identities of design §4 — the twin of the fused CUDA decode kernel. The query rows of a call
+ * are split over CPU threads (kernels_threads()) when there is enough work; every row is
+ * computed the same way on any thread. */
 #include <math.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "common.h"
+#include "kernels.h"
 #include "kvquant.h"
+
+#define PARALLEL_MIN_WORK (1 << 18) /* rows x positions x head_dim below this: one thread */
 
 /* Logits of query qh against the quantized key blocks [0, kq): per block and channel,
  * w_c = q_c * scale_c and beta = sum_c q_c * zero_c, then logit_t = beta + sum_c w_c * code. */
@@ -110,12 +120,35 @@ void kvattn_ref(float *out, const float *q, int n_q, int n_heads, const kvq_view
                 const float *k_new, const float *v_new, float scale, float *scratch) {
     const int D = kv->head_dim, per_kv = n_heads / kv->n_kv_heads, T = kv->len + n_q;
     float *lg = scratch, *tmp = lg + T, *kf = tmp + D, *vf = kf + (size_t)T * D;
+    const int rows = n_q * per_kv; /* query rows per kv head */
+    int threads = kernels_threads();
+    if (rows < 2 || (double)rows * T * D < PARALLEL_MIN_WORK) threads = 1;
+    if (threads > rows) threads = rows;
+    /* each extra thread's own logits + temporaries (thread 0 uses the caller's scratch) */
+    float *extra = threads > 1 ? malloc((size_t)(threads - 1) * (T + D) * sizeof(float)) : NULL;
+    if (!extra) threads = 1;
     for (int g = 0; g < kv->n_kv_heads; g++) {
         stage_rows(kf, kv->k_win, kv->k_bits, kv->k_cap, kv->kq, kv, k_new, n_q, g);
         stage_rows(vf, kv->v_win, kv->v_bits, kv->v_cap, kv->vq, kv, v_new, n_q, g);
-        for (int i = 0; i < n_q; i++)
-            for (int h = g * per_kv; h < (g + 1) * per_kv; h++)
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+        {
+            int me = 0;
+#ifdef _OPENMP
+            me = omp_get_thread_num();
+#endif
+            float *my_lg = me ? extra + (size_t)(me - 1) * (T + D) : lg;
+            float *my_tmp = my_lg + T;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int r = 0; r < rows; r++) {
+                const int i = r / per_kv, h = g * per_kv + r % per_kv;
                 attend_row(out + ((size_t)i * n_heads + h) * D, q + ((size_t)i * n_heads + h) * D,
-                           kv->len + i, g, kv, kf, vf, scale, lg, tmp);
+                           kv->len + i, g, kv, kf, vf, scale, my_lg, my_tmp);
+            }
+        }
     }
+    free(extra);
 }

@@ -2,12 +2,34 @@
  * Every output is a contiguous dot product of an x row and a w row, summed in a fixed order
  * (4 interleaved partial sums); four w rows share each load of x, yet every output is summed
  * the same way, so results never depend on n or blocking. Tested in tests/test_ops.c
- * (hand case, random shapes against a double-precision loop). */
+ * (hand case, random shapes against a double-precision loop). Large products are split over
+ * CPU threads (OpenMP) by blocks of w rows, which changes no result. */
 #include "kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Rows of w per block: 32 rows of a 4096-wide layer are 512 KiB, which stays in L2 while
  * every x row streams past it, so w is read from memory once per call instead of n times. */
 #define W_BLOCK_ROWS 32
+/* Products smaller than this many multiply-adds stay on one thread (a parallel region costs a
+ * few microseconds). */
+#define PARALLEL_MIN_MACS (1 << 20)
+
+static int n_threads = 1;
+
+void kernels_set_threads(int n) {
+#ifdef _OPENMP
+    n_threads = n > 0 ? n : 1;
+#else
+    (void)n;
+#endif
+}
+
+int kernels_threads(void) {
+    return n_threads;
+}
 
 /* a·b over k with four partial sums (lane j%4), remainder into lane 0, then a fixed tree. */
 static float dot_f32(const float *a, const float *b, int k) {
@@ -62,8 +84,13 @@ static void matmul_row(float *y, const float *xr, const float *w, const float *b
 
 void matmul_ref(float *out, const float *x, const float *w, const float *bias, int n, int k,
                 int m) {
-    for (int j0 = 0; j0 < m; j0 += W_BLOCK_ROWS) {
-        int j1 = j0 + W_BLOCK_ROWS < m ? j0 + W_BLOCK_ROWS : m;
+    const int blocks = (m + W_BLOCK_ROWS - 1) / W_BLOCK_ROWS;
+#ifdef _OPENMP
+    const int threads = (double)n * k * m >= PARALLEL_MIN_MACS && blocks > 1 ? n_threads : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#endif
+    for (int b = 0; b < blocks; b++) {
+        const int j0 = b * W_BLOCK_ROWS, j1 = j0 + W_BLOCK_ROWS < m ? j0 + W_BLOCK_ROWS : m;
         for (int i = 0; i < n; i++)
             matmul_row(out + (size_t)i * m, x + (size_t)i * k, w, bias, k, j0, j1);
     }

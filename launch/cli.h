@@ -20,6 +20,7 @@ typedef struct cli_settings {
     int ctx;
     int batch;
     int prefill_chunk;
+    int threads;                 /* CPU threads per rank (0 = auto; resolved in main.c) */
     const char *kv;              /* --kv CONFIG (kvconfig.h) */
     int kv_hi_bits;              /* high width of asymkv:LK/LV */
     int kv_group;                /* G */

@@ -5,14 +5,15 @@
 static const char *const LOGITS_OPTS[] = {"model", "ids", "ids-file", "out", "ctx", "batch",
                                           "prefill-chunk", "micro-batches", "layers-per-rank",
                                           "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
-                                          "kv-residual", "backend", "quiet", "help", NULL};
+                                          "kv-residual", "threads", "backend", "quiet", "help",
+                                          NULL};
 static const char *const GENERATE_OPTS[] = {"model", "prompt", "prompt-file", "tokenizer",
                                             "ids", "ids-file", "prompts-file", "max-tokens",
                                             "temp", "top-k", "top-p", "min-p",
                                             "repetition-penalty", "seed", "stop", "ctx", "batch", "prefill-chunk",
                                             "micro-batches", "layers-per-rank", "mem-per-rank",
                                             "kv", "kv-hi-bits", "kv-group", "kv-residual",
-                                            "backend", "quiet", "help", NULL};
+                                            "threads", "backend", "quiet", "help", NULL};
 
 static const char *const PLAN_OPTS[] = {"model", "shape", "ranks", "ctx", "batch",
                                         "prefill-chunk", "kv", "kv-hi-bits", "kv-group",
@@ -44,8 +45,8 @@ static const cmd_def CMD_PLAN = {
 static const char *const BENCH_OPTS[] = {"model", "synthetic", "prompt-len", "max-tokens", "batch",
                                          "ctx", "prefill-chunk", "micro-batches",
                                          "layers-per-rank", "mem-per-rank", "kv", "kv-hi-bits",
-                                         "kv-group", "kv-residual", "backend", "seed", "json",
-                                         "quiet", "help", NULL};
+                                         "kv-group", "kv-residual", "threads", "backend", "seed",
+                                         "json", "quiet", "help", NULL};
 
 static const cmd_def CMD_BENCH = {
     "bench", "TTFT, decode tok/s and TPOT, per-rank memory and pipeline bubbles (random prompts)",
@@ -71,7 +72,8 @@ static const char *const EVAL_OPTS[] = {"model", "ids-file", "text-file", "token
                                         "passkey-trials", "filler", "seed", "ctx", "batch",
                                         "prefill-chunk", "micro-batches", "layers-per-rank",
                                         "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
-                                        "kv-residual", "backend", "quiet", "help", NULL};
+                                        "kv-residual", "threads", "backend", "quiet", "help",
+                                        NULL};
 
 static const cmd_def CMD_EVAL = {
     "eval", "perplexity under a --kv config, the per-layer K-vs-V diagnostic, --search-kv, passkey retrieval",
@@ -86,7 +88,8 @@ static const char *const BATCH_OPTS[] = {"model", "input", "output", "tokenizer"
                                          "repetition-penalty", "seed", "ctx", "batch",
                                          "prefill-chunk", "micro-batches", "layers-per-rank",
                                          "mem-per-rank", "kv", "kv-hi-bits", "kv-group",
-                                         "kv-residual", "backend", "quiet", "help", NULL};
+                                         "kv-residual", "threads", "backend", "quiet", "help",
+                                        NULL};
 
 static const cmd_def CMD_BATCH = {
     "batch", "JSONL prompts in, JSONL completions out; sequences of different lengths run together",

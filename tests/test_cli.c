@@ -141,3 +141,37 @@ Test(cli, ids_file_and_inline_agree) {
     tu_rmdir(d);
     free(d);
 }
+
+/* --threads splits the CPU backend's matrix products and attention rows over threads: logits
+ * (chunked prefill, a quantized cache that flushes) and batched generation must not change by
+ * a single bit; a bad count is refused. */
+Test(cli, threads_do_not_change_results, .timeout = 300) {
+    char *d = tu_tmpdir(), model[2048];
+    snprintf(model, sizeof model, "%s/models/default", getenv("ASYMKV_SRC"));
+    run_result w = tu_run("awk 'BEGIN { for (i = 0; i < 300; i++) printf \"%%d \", (i * 37) %% 4000 + 5 }' "
+                          "> %s/ids.txt && printf '1 2 3 4 5 6 7\\n40 41 42\\n9 8 7 6 5 4 3 2 1 "
+                          "10 11 12\\n' > %s/p.txt", d, d);
+    cr_assert_eq(w.status, 0, "%s", w.err);
+    tu_run_free(&w);
+    const char *kv = "--kv asymkv:2/0 --kv-residual 32";
+    for (int t = 1; t <= 3; t += 2) {
+        run_result r = tu_run("%s logits -q --backend cpu --model %s --ids-file %s/ids.txt "
+                              "--prefill-chunk 160 %s --threads %d --out %s/logits%d.npy",
+                              tu_bin(), model, d, kv, t, d, t);
+        cr_assert_eq(r.status, 0, "logits --threads %d: %s", t, r.err);
+        tu_run_free(&r);
+        r = tu_run("%s generate -q --backend cpu --model %s --prompts-file %s/p.txt --batch 3 "
+                   "-n 24 %s --threads %d > %s/gen%d.txt", tu_bin(), model, d, kv, t, d, t);
+        cr_assert_eq(r.status, 0, "generate --threads %d: %s", t, r.err);
+        tu_run_free(&r);
+    }
+    run_result c = tu_run("cmp %s/logits1.npy %s/logits3.npy && cmp %s/gen1.txt %s/gen3.txt && "
+                          "wc -l < %s/gen1.txt", d, d, d, d, d);
+    cr_expect_eq(c.status, 0, "results differ between --threads 1 and 3: %s", c.out);
+    cr_expect_eq(atoi(c.out), 3, "want 3 generated lines, got: %s", c.out);
+    tu_run_free(&c);
+    expect_bad("--threads must be 0 (automatic) .. 4096", "logits --model x --ids 1 --out y "
+               "--threads %s", "-2");
+    tu_rmdir(d);
+    free(d);
+}
