@@ -31,7 +31,7 @@ static const opt_def OPTS[] = {
     {"layers-per-rank", 0, OPT_STR, S(layers_per_rank), "LIST", NULL, "layer counts per rank instead of the planner, e.g. 10,12,10"},
     {"micro-batches", 0, OPT_INT, S(micro_batches), "M", "0", "decode micro-batches in flight over the pipeline ranks (0 = one per rank)"},
     {"prompts-file", 0, OPT_STR, S(prompts_file), "FILE", NULL, "several prompts, one line of whitespace-separated ids each; one output line per prompt"},
-    {"threads", 0, OPT_INT, S(threads), "N", "0", "CPU threads per rank for the CPU backend's matrix products (0 = OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, else this rank's share of the node's cores); results do not depend on it"},
+    {"threads", 0, OPT_INT, S(threads), "N", "0", "CPU threads per rank for the CPU backend's matrix products (0 = OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, else this rank's share of the node's cores, at most those it is bound to); results do not depend on it"},
     {"backend", 0, OPT_STR, S(backend), "auto|cpu|cuda", "auto", "where the model runs; auto = cuda when this rank sees a GPU (cpu for --diag/--search-kv and --kv fp32, which are CPU-only)"},
     {"tokenizer", 0, OPT_STR, S(tokenizer), "FILE", NULL, "tokenizer.json, or a model folder holding one"},
     {"text", 0, OPT_STR, S(text), "TEXT", NULL, "text to encode"},
