@@ -219,9 +219,10 @@ typedef struct kvattn_args {
     int n_heads, n_kv_heads, head_dim, group, k_bits, v_bits;
     float scale;
     int impl; /* KVATTN_AUTO / KVATTN_SCALAR / KVATTN_MMA */
-    /* Positions per scalar part of the tail under the MMA impl (rounded up to a multiple of 32);
-     * 0: the default plan (multiples of 128, about 4 parts per row). An experiment: smaller
-     * parts shorten the tail's critical path at short contexts (docs/benchmarks.md). */
+    /* Positions per scalar part (rounded up to a multiple of 32): the tail's under the MMA impl,
+     * every position's under the scalar impl; 0: the default plan (multiples of 128, about 4
+     * parts per row). An experiment: smaller parts shorten the tail's critical path at short
+     * contexts (docs/benchmarks.md). */
     int tail_split;
     void *workspace; /* kvattn_workspace_bytes(a) bytes, device */
     size_t workspace_bytes;

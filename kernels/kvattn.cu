@@ -20,8 +20,10 @@
  *    key read as 16-byte vectors of its fp16 row; or k_new), warp w then does the online-softmax
  *    step of heads w and w + 4, and thread c accumulates output channel c (and c + 128) of every
  *    head over the tile's values, 4 positions per step. Opt-in plan (kvattn_args.tail_split, not
- *    yet run on a GPU): the MMA impl's tail in parts of 32 positions, whose short tiles split the
- *    key scoring by channel quarter over the 4 warps, to shorten the tail's critical path.
+ *    yet run on a GPU; run on the CPU by tests/emu/kvattn_emu.cpp): the scalar parts (the MMA
+ *    impl's tail, or every position under the scalar impl) in parts of 32 positions, whose short
+ *    tiles split the key scoring by channel quarter over the 4 warps, to shorten the tail's
+ *    critical path.
  * Precision: fp32 throughout the scalar kernel; the MMA kernel keeps fp32-level accuracy (exact
  * integer codes, hi + lo fp16 halves of every non-integer operand). Against kvattn_ref the
  * outputs agree to ~1e-5 relative (tests/gpu_kvattn.c states its tolerance).
@@ -286,7 +288,13 @@ static __global__ void __launch_bounds__(KVA_THREADS, 4) kvattn_scalar_kernel(co
     scalar_part(P, blockIdx.x);
 }
 
+#ifndef KVA_EMULATE_SCALAR
 #include "kvattn_mma.cuh"
+#else /* tests/emu/kvattn_emu.cpp runs the scalar and combine kernels on the CPU: no MMA impl */
+static bool kva_mma_supported(int, int, int) {
+    return false;
+}
+#endif
 
 /* Block-wide max (is_max) or sum; every thread gets the result. */
 static __device__ float block_reduce(float x, bool is_max, float *part) {
@@ -377,7 +385,7 @@ static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
         if (a->max_tail > 0 && a->max_tail < tail) tail = a->max_tail;
     }
     /* scalar parts: multiples of `unit` positions (a tile, or tail_split's multiple of 32) */
-    const bool fine = pl->impl_mma && a->tail_split > 0;
+    const bool fine = a->tail_split > 0;
     const long long unit = fine ? 32 : KVA_TILE;
     long long sl;
     if (fine) {
@@ -405,6 +413,9 @@ extern "C" size_t kvattn_workspace_bytes(const kvattn_args *a) {
     return (size_t)a->n_batch * a->n_heads * pl.n_parts * (a->head_dim + 2) * sizeof(float);
 }
 
+#if defined(KVA_EMULATE_SCALAR) && !defined(KVA_EMULATE)
+#define KVA_EMULATE
+#endif
 #ifndef KVA_EMULATE
 extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     AKV_REQUIRE(a && a->out && a->q && a->k_new && a->v_new && a->seqs && a->workspace);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #ifdef __cplusplus
+#define _Static_assert static_assert /* C++ (tests/emu/kvattn_emu.cpp) spells it so */
 extern "C" {
 #endif
 
