@@ -22,6 +22,7 @@
 #include "cuda_check.h"
 #include "kernels_cuda.h"
 #include "kvquant.h"
+#include "testutil.h" /* rng_next, rng_uniform */
 
 #define H_Q 32
 #define H_KV 8
@@ -36,15 +37,6 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static uint32_t rng(uint32_t *s) {
-    uint32_t x = *s;
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    return *s = x;
-}
-
-static float unif(uint32_t *s, float lo, float hi) {
-    return lo + (hi - lo) * (float)((rng(s) >> 8) * (1.0 / 16777216.0));
-}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -57,7 +49,7 @@ static void *xmalloc(size_t n) {
 
 /* Random fp16 in [lo, hi) (never zero-filled memory). */
 static void fill_f16(uint16_t *h, size_t n, float lo, float hi, uint32_t *s) {
-    for (size_t i = 0; i < n; i++) h[i] = akv_f32_to_f16(unif(s, lo, hi));
+    for (size_t i = 0; i < n; i++) h[i] = akv_f32_to_f16(rng_uniform(s, lo, hi));
 }
 
 typedef cudaError_t (*launch_fn)(void *ctx, int copy, cudaStream_t s);
@@ -152,9 +144,9 @@ static void fill_units(uint8_t *p, size_t n_units, int bits, uint32_t *s) {
     const size_t ub = kvq_group_bytes(bits, GRP), words = (size_t)GRP * bits / 32;
     for (size_t u = 0; u < n_units; u++) {
         uint32_t *w = (uint32_t *)(p + u * ub);
-        for (size_t i = 0; i < words; i++) w[i] = rng(s);
-        w[words] = (uint32_t)akv_f32_to_f16(unif(s, 0.01f, 0.3f)) |
-                   ((uint32_t)akv_f32_to_f16(unif(s, -1.0f, 0.0f)) << 16);
+        for (size_t i = 0; i < words; i++) w[i] = rng_next(s);
+        w[words] = (uint32_t)akv_f32_to_f16(rng_uniform(s, 0.01f, 0.3f)) |
+                   ((uint32_t)akv_f32_to_f16(rng_uniform(s, -1.0f, 0.0f)) << 16);
     }
 }
 
@@ -191,8 +183,8 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_
     uint32_t seed = 0x6e0u + (uint32_t)kb * 7 + (uint32_t)vb;
     uint8_t *h = xmalloc(L.seq_bytes);
     float *q = xmalloc((size_t)B * H_Q * HD * 4), *kn = xmalloc((size_t)B * row * 4);
-    for (size_t i = 0; i < (size_t)B * H_Q * HD; i++) q[i] = unif(&seed, -2.0f, 2.0f);
-    for (size_t i = 0; i < (size_t)B * row; i++) kn[i] = akv_f16_to_f32(akv_f32_to_f16(unif(&seed, -1, 1)));
+    for (size_t i = 0; i < (size_t)B * H_Q * HD; i++) q[i] = rng_uniform(&seed, -2.0f, 2.0f);
+    for (size_t i = 0; i < (size_t)B * row; i++) kn[i] = akv_f16_to_f32(akv_f32_to_f16(rng_uniform(&seed, -1, 1)));
     const int kq = kb <= 4 ? len / RES * RES : 0, vq = vb <= 4 ? (len > RES ? len - RES : 0) : 0;
     int max_tail = 1;
     for (int cp = 0; cp < c->copies; cp++) {
@@ -263,7 +255,7 @@ static int bench_fp16(const shape *sh, size_t l2, cudaStream_t s, result *r) {
     uint16_t *h = xmalloc(stride * 2);
     fill_f16(h, stride, -1.0f, 1.0f, &seed);
     float *q = xmalloc((size_t)B * H_Q * HD * 4);
-    for (size_t i = 0; i < (size_t)B * H_Q * HD; i++) q[i] = unif(&seed, -2.0f, 2.0f);
+    for (size_t i = 0; i < (size_t)B * H_Q * HD; i++) q[i] = rng_uniform(&seed, -2.0f, 2.0f);
     int32_t *lens = xmalloc(sizeof(int32_t) * B);
     for (int b = 0; b < B; b++) lens[b] = T;
     for (int cp = 0; cp < c->copies; cp++) {

@@ -1,5 +1,5 @@
 /* gpu_util.h — what the GPU tests share: the skip when no CUDA device is usable, quick mode,
- * streams, NaN-poisoned device buffers, uploads and downloads, a seeded xorshift generator.
+ * streams, NaN-poisoned device buffers, uploads and downloads (the seeded generator is testutil.h's).
  * Static inline: each test binary includes it once. */
 #ifndef ASYMKV_GPU_UTIL_H
 #define ASYMKV_GPU_UTIL_H
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cuda_check.h"
+#include "testutil.h" /* rng_next, rng_uniform */
 
 static inline const char *gpu_missing(void) {
     int n = 0;
@@ -63,20 +64,5 @@ static inline void *xmalloc(size_t bytes) {
     cr_assert(p, "out of host memory (%zu bytes)", bytes);
     return p;
 }
-
-/* ---- seeded data ---- */
-
-static inline uint32_t rng_next(uint32_t *s) { /* xorshift32 */
-    uint32_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return *s = x;
-}
-
-static inline float rng_uniform(uint32_t *s, float lo, float hi) {
-    return lo + (hi - lo) * (float)((rng_next(s) >> 8) * (1.0 / 16777216.0));
-}
-
 
 #endif

@@ -36,4 +36,17 @@ float *tu_read_npy(const char *path, int64_t shape[4], int *ndim);
 /* Reads whitespace-separated integers from a text file; malloc'd, *n gets the count. */
 int32_t *tu_read_ids(const char *path, int *n);
 
+/* Seeded xorshift32 and uniform floats in [lo, hi): the tests' and benchmarks' random data. */
+static inline uint32_t rng_next(uint32_t *s) {
+    uint32_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+static inline float rng_uniform(uint32_t *s, float lo, float hi) {
+    return lo + (hi - lo) * (float)((rng_next(s) >> 8) * (1.0 / 16777216.0));
+}
+
 #endif

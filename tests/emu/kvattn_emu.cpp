@@ -20,15 +20,7 @@
 #include "kvcache.h"
 #include "kvconfig.h"
 #include "kvquant.h"
-
-static uint32_t rng(uint32_t *s) {
-    uint32_t x = *s;
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    return *s = x;
-}
-static float unif(uint32_t *s, float lo, float hi) {
-    return lo + (hi - lo) * (float)((rng(s) >> 8) * (1.0 / 16777216.0));
-}
+#include "testutil.h" /* rng_next, rng_uniform */
 
 struct Spec {
     int kb, vb, G, R, D, n_kv;
@@ -65,8 +57,8 @@ static void make_rows(float *k, float *v, int n, int row, uint32_t *seed) {
         for (int i = 0; i < row; i++) {
             const float mu = (float)((i * 7) % 11) * 0.1f - 0.5f + (i % 16 == 3 ? 5.0f : 0.0f);
             const float sd = i % 16 == 3 ? 4.0f : 1.0f;
-            k[(size_t)t * row + i] = mu + sd * unif(seed, -1.0f, 1.0f);
-            v[(size_t)t * row + i] = (i % 32 == 5 ? 3.0f : 1.0f) * unif(seed, -1.0f, 1.0f);
+            k[(size_t)t * row + i] = mu + sd * rng_uniform(seed, -1.0f, 1.0f);
+            v[(size_t)t * row + i] = (i % 32 == 5 ? 3.0f : 1.0f) * rng_uniform(seed, -1.0f, 1.0f);
         }
     kvq_round_f16(k, (size_t)n * row);
     kvq_round_f16(v, (size_t)n * row);
@@ -113,7 +105,7 @@ static long check(const Spec &cs, int per_kv, int tail_split, uint32_t *seed) {
     }
     const size_t qn = (size_t)n_seq * H * D;
     std::vector<float> q(qn), want(qn), kn((size_t)n_seq * row), vn((size_t)n_seq * row);
-    for (auto &x : q) x = unif(seed, -2.0f, 2.0f);
+    for (auto &x : q) x = rng_uniform(seed, -2.0f, 2.0f);
     make_rows(kn.data(), vn.data(), n_seq, row, seed);
     const float scale = 1.0f / sqrtf((float)D);
     std::vector<float> scratch(kvattn_scratch_floats(ctx + 1, D));
