@@ -171,8 +171,9 @@ static __device__ __forceinline__ void score_key(const KvaParams &P, const kvq_s
     }
 }
 
-static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s, ScalarSmem &sm, int b,
-                                   int g, int nh, int t0, int n, float o[KVA_HCHUNK][2]) {
+static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s,
+                                                   ScalarSmem &sm, int b, int g, int nh, int t0,
+                                                   int n, float o[KVA_HCHUNK][2]) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, D = P.D;
     __syncthreads(); /* q loaded / the previous tile's p consumed */
     float acc[KVA_HCHUNK] = {};

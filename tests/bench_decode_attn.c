@@ -2,9 +2,9 @@
  *  (a) device copy bandwidth: cudaMemcpyAsync device-to-device of 2 GiB, (bytes read + bytes
  *      written) / time, median of 15 after 3 warm-ups;
  *  (b) decode attention at Llama-3-8B's shape (32 query / 8 kv heads, head_dim 128) for
- *      B 16 x T 32768, B 1 x T 131072 and B 16 x T 2048: the fp16 cache (attention_decode_cuda), and the
- *      compressed cache (kvattn_cuda) at asymkv:32/0 (keys 2-bit, values 1-bit) and all 1-bit,
- *      G 32, R 128, each impl; random data (never zeros), CUDA events around each call, 5
+ *      B 16 x T 32768, B 1 x T 131072 and B 16 x T 2048: the fp16 cache (attention_decode_cuda),
+ *      and the compressed cache (kvattn_cuda) at asymkv:32/0 (keys 2-bit, values 1-bit) and
+ *      all 1-bit, G 32, R 128, each impl; random data (never zeros), CUDA events around each call, 5
  *      warm-ups, median of 30; inputs rotated over several copies when one copy would fit in
  *      twice the L2.
  * Prints bytes that must be read (codes + scales/zeros + windows + q + the new k/v), time, GB/s and
@@ -184,7 +184,8 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_
     uint8_t *h = xmalloc(L.seq_bytes);
     float *q = xmalloc((size_t)B * H_Q * HD * 4), *kn = xmalloc((size_t)B * row * 4);
     for (size_t i = 0; i < (size_t)B * H_Q * HD; i++) q[i] = rng_uniform(&seed, -2.0f, 2.0f);
-    for (size_t i = 0; i < (size_t)B * row; i++) kn[i] = akv_f16_to_f32(akv_f32_to_f16(rng_uniform(&seed, -1, 1)));
+    for (size_t i = 0; i < (size_t)B * row; i++)
+        kn[i] = akv_f16_to_f32(akv_f32_to_f16(rng_uniform(&seed, -1, 1)));
     const int kq = kb <= 4 ? len / RES * RES : 0, vq = vb <= 4 ? (len > RES ? len - RES : 0) : 0;
     int max_tail = 1;
     for (int cp = 0; cp < c->copies; cp++) {
@@ -319,7 +320,8 @@ int main(int argc, char **argv) {
     printf("%-22s %-12s %12s %10s %9s %8s\n", "kernel", "shape", "bytes", "us", "GB/s", "of copy");
     /* B16xT2k: the whole-model benchmark's decode context, where the window tail is a large
      * share of the work */
-    const shape shapes[3] = {{"B16xT32k", 16, 32768}, {"B1xT128k", 1, 131072}, {"B16xT2k", 16, 2048}};
+    const shape shapes[3] = {
+        {"B16xT32k", 16, 32768}, {"B1xT128k", 1, 131072}, {"B16xT2k", 16, 2048}};
     const struct {
         const char *name;
         int kb, vb, impl, tail_split;

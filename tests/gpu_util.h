@@ -1,5 +1,6 @@
 /* gpu_util.h — what the GPU tests share: the skip when no CUDA device is usable, quick mode,
- * streams, NaN-poisoned device buffers, uploads and downloads (the seeded generator is testutil.h's).
+ * streams, NaN-poisoned device buffers, uploads and downloads (the seeded generator is
+ * testutil.h's).
  * Static inline: each test binary includes it once. */
 #ifndef ASYMKV_GPU_UTIL_H
 #define ASYMKV_GPU_UTIL_H

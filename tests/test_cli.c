@@ -148,9 +148,10 @@ Test(cli, ids_file_and_inline_agree) {
 Test(cli, threads_do_not_change_results, .timeout = 300) {
     char *d = tu_tmpdir(), model[2048];
     snprintf(model, sizeof model, "%s/models/default", getenv("ASYMKV_SRC"));
-    run_result w = tu_run("awk 'BEGIN { for (i = 0; i < 300; i++) printf \"%%d \", (i * 37) %% 4000 + 5 }' "
-                          "> %s/ids.txt && printf '1 2 3 4 5 6 7\\n40 41 42\\n9 8 7 6 5 4 3 2 1 "
-                          "10 11 12\\n' > %s/p.txt", d, d);
+    run_result w = tu_run("awk 'BEGIN { for (i = 0; i < 300; i++) "
+                          "printf \"%%d \", (i * 37) %% 4000 + 5 }' > %s/ids.txt && "
+                          "printf '1 2 3 4 5 6 7\\n40 41 42\\n9 8 7 6 5 4 3 2 1 10 11 12\\n' "
+                          "> %s/p.txt", d, d);
     cr_assert_eq(w.status, 0, "%s", w.err);
     tu_run_free(&w);
     const char *kv = "--kv asymkv:2/0 --kv-residual 32";

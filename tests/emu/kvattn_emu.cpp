@@ -42,7 +42,8 @@ static uint8_t *poisoned_copy(const kvq_view *w) {
     const int G = w->group;
     if (w->k_bits <= 4) copy(0, (size_t)w->kq / G * row * kvq_group_bytes(w->k_bits, G));
     if (w->v_bits <= 4)
-        copy((size_t)(w->v_quant - base), (size_t)w->vq * (row / G) * kvq_group_bytes(w->v_bits, G));
+        copy((size_t)(w->v_quant - base),
+             (size_t)w->vq * (row / G) * kvq_group_bytes(w->v_bits, G));
     const size_t koff = (size_t)((const uint8_t *)w->k_win - base);
     const size_t voff = (size_t)((const uint8_t *)w->v_win - base);
     for (int p = w->kq; p < w->len; p++) copy(koff + (size_t)(p % w->k_cap) * row * 2, row * 2);
