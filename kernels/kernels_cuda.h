@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "common.h"
+#include "kvlayout.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,63 +98,33 @@ cudaError_t attention_decode_cuda(const attention_decode_args *a, cudaStream_t s
 size_t attention_decode_workspace_bytes(int n_batch, int n_heads, int n_kv_heads, int head_dim,
                                         int max_len);
 
-/* ---- compressed KV cache (kvquant.h formats; kernels/kvquant.cu, kernels/kvattn.cu) ----
- * One sequence's cache of one layer on the device, laid out as runtime/kvcache.c lays it out
- * ([k_quant][v_quant][k_win][v_win], window slot = position % cap): the device twin of kvq_view.
- * The host mirrors the counts (len, kq, vq) and uploads an array of these per layer. Widths
- * 16, 4, 2, 1 (the 32-bit reference width is refused); regions 16-byte aligned. */
+/* ---- compressed KV cache (kvlayout.h layout; kernels/kvquant.cu, kernels/kvattn.cu) ----
+ * One sequence's cache of one layer on the device, its regions as kvlayout.h lays them out
+ * (window slot = position % cap): the device twin of kvq_view. The host mirrors the counts
+ * (len, kq, vq) and uploads an array of these per layer. Widths 16, 4, 2, 1 (the 32-bit
+ * reference width is refused); regions 16-byte aligned. */
 typedef struct kvq_seq_dev {
-    uint8_t *k_quant;       /* [ctx/G][n_kv_heads][head_dim] units (unused when k_bits == 16) */
-    uint8_t *v_quant;       /* [ctx][n_kv_heads][head_dim/G] units (unused when v_bits == 16) */
+    uint8_t *k_quant;       /* key records (unused when k_bits == 16) */
+    uint8_t *v_quant;       /* value records (unused when v_bits == 16) */
     uint16_t *k_win, *v_win; /* fp16 [k_cap | v_cap][n_kv_heads][head_dim] */
     int32_t len, kq, vq;    /* positions stored; [0,kq) keys and [0,vq) values quantized */
-    int32_t k_cap, v_cap;   /* window slots (R, or ctx for a 16-bit tensor) */
+    int32_t k_cap, v_cap;   /* window slots (R, or ctx' for a 16-bit tensor) */
     int32_t pad_;
 } kvq_seq_dev;
 
 /* Decode append of one token per sequence (kvcache_append with n = 1), as three steps on the
  * device: (a) value flush: quantize the value at v_flush out of the window; (b) store the new
  * token's k and v (fp32 -> fp16) at slot pos % cap; (c) key flush: when the key window is full,
- * quantize the R keys from k_flush on into R/G key blocks. Units are bit-identical to
- * kvq_quantize_group. The host plans each sequence with kvq_append_plan (no device reads). */
-typedef struct kvq_append_op {
-    int32_t pos;     /* the new token's position: the sequence's len before the append */
-    int32_t v_flush; /* value position quantized before the store, or -1 */
-    int32_t k_flush; /* first of the R keys quantized after the store, or -1 */
-    int32_t pad_;
-} kvq_append_op;
-
-/* The flags kvcache_append applies to a sequence holding len / kq / vq. */
-static inline kvq_append_op kvq_append_plan(int len, int kq, int vq, int k_bits, int v_bits,
-                                            int residual) {
-    kvq_append_op op = {len, -1, -1, 0};
-    if (v_bits <= 4 && len - vq == residual) op.v_flush = vq;
-    if (k_bits <= 4 && len + 1 - kq == residual) op.k_flush = kq;
-    return op;
-}
-
+ * quantize the R keys from k_flush on into R/G key blocks. Records are bit-identical to
+ * runtime/kvcache.c's. The host plans each sequence with kvl_append_plan (no device reads). */
 typedef struct kvq_append_args {
     const kvq_seq_dev *seqs;  /* [n_batch] (device; counts unused) */
-    const kvq_append_op *ops; /* [n_batch] (device) */
+    const kvl_append_op *ops; /* [n_batch] (device) */
     const float *k, *v;       /* [n_batch][n_kv_heads][head_dim], stored as fp16 */
     int n_batch, n_kv_heads, head_dim, group, residual, k_bits, v_bits;
     int any_key_flush; /* nonzero if some ops[b].k_flush >= 0 (else step (c) is not launched) */
 } kvq_append_args;
 cudaError_t kvq_append_cuda(const kvq_append_args *a, cudaStream_t stream);
-
-/* Quantizes a list of key blocks / value tokens out of the windows (prefill, or any catch-up):
- * KVQ_JOB_KEYS quantizes the G keys at pos .. pos+G-1 (pos a multiple of G) into key block
- * pos/G; KVQ_JOB_VALUE quantizes the value at pos. The windows must still hold those positions. */
-enum { KVQ_JOB_KEYS = 0, KVQ_JOB_VALUE = 1 };
-typedef struct kvq_flush_job {
-    int32_t seq, kind, pos, pad_;
-} kvq_flush_job;
-typedef struct kvq_flush_args {
-    const kvq_seq_dev *seqs;   /* (device) */
-    const kvq_flush_job *jobs; /* [n_jobs] (device) */
-    int n_jobs, n_kv_heads, head_dim, group, k_bits, v_bits;
-} kvq_flush_args;
-cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stream);
 
 /* x[i] = fp32(fp16(x[i])), round to nearest even: kvq_round_f16's twin (what the cache stores). */
 cudaError_t kvq_round_f16_cuda(float *x, size_t n, cudaStream_t stream);
@@ -166,10 +137,10 @@ cudaError_t kvq_round_f16_cuda(float *x, size_t n, cudaStream_t stream);
  *    kvq_view_dequantize (fp32), equal up to that fp16 rounding.
  *  kvq_commit_cuda: after the chunk's rows [len, len_new) were written into the same dense
  *    k, v, brings the cache to its state after appending them (counts planned on the host with
- *    kvq_append_plan token by token): key blocks [kq, kq_new) and values [vq, vq_new) quantized
- *    from the dense rows (bit-identical to kvq_quantize_group on the same fp16 values, which the
- *    window held exactly), then window slots p % cap written for keys [k_win0, len_new) and
- *    values [v_win0, len_new). A 16-bit tensor's "window" is its whole context. */
+ *    kvl_advance): key blocks [kq, kq_new) and values [vq, vq_new) quantized from the dense rows
+ *    (bit-identical to runtime/kvcache.c on the same fp16 values, which the window held exactly),
+ *    then window slots p % cap written for keys [k_win0, len_new) and values [v_win0, len_new).
+ *    A 16-bit tensor's "window" is its whole context. */
 typedef struct kvq_commit_args {
     const kvq_seq_dev *seq;        /* (device) */
     const uint16_t *k, *v;         /* dense fp16 [len_new][n_kv_heads][head_dim] (device) */
@@ -188,24 +159,31 @@ cudaError_t f32_to_f16_cuda(uint16_t *dst, const float *src, size_t n, cudaStrea
 /* Decode attention over the compressed cache, one new query per sequence: kvattn_ref with
  * n_q = 1 for each sequence (its stored positions plus the new token, whose k/v are passed in),
  * reading the codes directly (no dequantized copy), flash-decoding style: split kernels write
- * per-part (max, sum, unnormalized output), a combine kernel merges them. Two split kernels:
- *   KVATTN_SCALAR: fp32 per-position math over every position (any widths);
- *   KVATTN_MMA:    32-token tiles whose keys and values are both quantized go through
- *                  mma.sync m16n8k16 with exact codes and hi/lo fp16 splits of q*scale and
- *                  p*scale (fp32-level accuracy); the rest (window, new token) through the
- *                  scalar kernel, in the same launch. Needs head_dim 64 or 128, 4/2/1-bit K
- *                  and V, and |q_c * scale * log2(e) * key scale_c| < 65504 (fp16 halves).
+ * per-part (max, sum, unnormalized output), a combine kernel merges them and the new token.
+ *   KVATTN_MMA (tensor cores, kvattn_tc.cuh): every stored position through mma.sync m16n8k16
+ *     with the cache as the A operand and the (<= 8) query heads of a GQA group as N: codes
+ *     turned into exact fp16 operands, q * key scale and p * value scale as fp16, fp32
+ *     accumulation; the fp16 window through the same tiles. Needs G 32, head_dim 64, 80, 96
+ *     or 128, a quantized K or V (16/16 is attention_decode's), and
+ *     |q_c * scale * log2(e) * key scale_c| < 512 for 1-bit keys (fp16 operands). Accuracy
+ *     against kvattn_ref: max |d| <= 1e-3 (|ref| + 1), relative L2 <= 2e-3 (tests/gpu_kvattn.c).
+ *   KVATTN_SCALAR: fp32 per-position math over every position (any shape the cache takes;
+ *     ~1e-5 relative against kvattn_ref).
  *   KVATTN_AUTO:   MMA when supported, else SCALAR.
  * A sequence whose counts are inconsistent (or len + 1 > max_len, or a tail over max_tail) gets
  * NaN outputs. */
 enum { KVATTN_AUTO = 0, KVATTN_SCALAR = 1, KVATTN_MMA = 2 };
 
-/* Positions the scalar kernel covers for a sequence under KVATTN_MMA: from the last 32-token
- * tile boundary at or below min(kq, vq) to the new token (len + 1 for a 16-bit tensor). */
-static inline int kvattn_tail_len(int len, int kq, int vq, int k_bits, int v_bits) {
-    if (k_bits > 4 || v_bits > 4) return len + 1;
-    const int m = kq < vq ? kq : vq;
-    return len + 1 - m / 32 * 32;
+/* 32-position tiles of a sequence the tensor-core kernel reads with every quantized tensor
+ * fully quantized (its "fast" tiles); the rest, up to len, is the tail (window, partial tiles). */
+KVL_FN int kvattn_fast_tiles(int kq, int vq, int k_bits, int v_bits) {
+    const int kb = kvl_is_quant(k_bits), vb = kvl_is_quant(v_bits);
+    const int n = kb && vb ? (kq < vq ? kq : vq) : kb ? kq : vb ? vq : 0;
+    return n / KVL_TILE;
+}
+/* Stored positions past the fast tiles (what max_tail bounds). */
+KVL_FN int kvattn_tail_len(int len, int kq, int vq, int k_bits, int v_bits) {
+    return len - KVL_TILE * kvattn_fast_tiles(kq, vq, k_bits, v_bits);
 }
 
 typedef struct kvattn_args {
@@ -219,11 +197,6 @@ typedef struct kvattn_args {
     int n_heads, n_kv_heads, head_dim, group, k_bits, v_bits;
     float scale;
     int impl; /* KVATTN_AUTO / KVATTN_SCALAR / KVATTN_MMA */
-    /* Positions per scalar part (rounded up to a multiple of 32): the tail's under the MMA impl,
-     * every position's under the scalar impl; 0: the default plan (multiples of 128, about 4
-     * parts per row). An experiment: smaller parts shorten the tail's critical path at short
-     * contexts (docs/benchmarks.md). */
-    int tail_split;
     void *workspace; /* kvattn_workspace_bytes(a) bytes, device */
     size_t workspace_bytes;
 } kvattn_args;

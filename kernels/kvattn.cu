@@ -1,32 +1,25 @@
 /* kvattn.cu — decode attention (one new query per sequence, a batch of sequences) over the
- * compressed KV cache of kvquant.h / runtime/kvcache.c, reading the packed codes directly: no
+ * compressed KV cache of kvlayout.h / runtime/kvcache.c, reading the packed codes directly: no
  * dequantized copy is ever made. The twin is kvattn_ref (n_q = 1): the stored positions
- * 0 .. len-1 (keys [0,kq) in key blocks, values [0,vq) per token, the rest in the fp16 windows
- * at slot p % cap) plus the new token at position len, whose k/v come in k_new / v_new.
+ * 0 .. len-1 (keys [0,kq) in key records, values [0,vq) in value records, the rest in the fp16
+ * windows at slot p % cap) plus the new token at position len, whose k/v come in k_new / v_new.
  *
  * Flash-decoding: every (sequence b, kv head, chunk of <= 8 query heads of its GQA group) row
- * of the context is cut into parts; a split kernel writes each part's running max m (log2
- * units), sum l and unnormalized output o to the workspace, kvattn_combine_kernel merges them
- * (out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s, parts with m = -inf skipped).
- *  - kvattn_mma_kernel (kvattn_mma.cuh; impl KVATTN_MMA): parts 0 .. n_mma_parts-1, one per
- *    block of 4 warps, over the 32-token tiles below min(kq, vq) (keys and values both
- *    quantized), on the tensor cores; see that file for what each lane does. Its grid also
- *    carries the scalar parts of the tail as its last blocks (one launch for both).
- *  - kvattn_scalar_kernel: the remaining parts. Under KVATTN_MMA it covers the tail
- *    [32 * floor(min(kq, vq) / 32), len] (window, last partial tile, new token; kvattn_tail_len),
- *    under KVATTN_SCALAR every position [0, len]. Grid (parts, n_kv * hchunks, n_batch), 128
- *    threads; per tile of 128 positions: thread i scores position t0 + i against the chunk's
- *    (<= 8) heads with fp32 FMAs (the key dequantized on the fly: code * scale + zero; a window
- *    key read as 16-byte vectors of its fp16 row; or k_new), warp w then does the online-softmax
- *    step of heads w and w + 4, and thread c accumulates output channel c (and c + 128) of every
- *    head over the tile's values, 4 positions per step. Opt-in plan (kvattn_args.tail_split, not
- *    yet run on a GPU; run on the CPU by tests/emu/kvattn_emu.cpp): the scalar parts (the MMA
- *    impl's tail, or every position under the scalar impl) in parts of 32 positions, whose short
- *    tiles split the key scoring by channel quarter over the 4 warps, to shorten the tail's
- *    critical path.
- * Precision: fp32 throughout the scalar kernel; the MMA kernel keeps fp32-level accuracy (exact
- * integer codes, hi + lo fp16 halves of every non-integer operand). Against kvattn_ref the
- * outputs agree to ~1e-5 relative (tests/gpu_kvattn.c states its tolerance).
+ * of the stored context is cut into parts; a split kernel writes each part's running max m (log2
+ * units), sum l and unnormalized output o to the workspace, kvattn_combine_kernel merges them with
+ * the new token (its score q'.k_new, weight 2^(s - M), value v_new):
+ * out = (sum_s 2^(m_s - M) o_s + 2^(s_new - M) v_new) / (sum_s 2^(m_s - M) l_s + 2^(s_new - M)).
+ *  - KVATTN_MMA: kvattn_tc_kernel (kvattn_tc.cuh), tensor cores, the default where it applies
+ *    (G 32, head_dim 64 / 80 / 96 / 128, a quantized K or V). Plan (kva_plan_tc): rows x fast parts
+ *    about one wave of resident blocks (SM count x blocks per SM), each fast part 4 x tpw tiles;
+ *    the tail (at most ceil(max_tail / 32) tiles) in parts of 4 x ttw tiles.
+ *  - KVATTN_SCALAR: kvattn_scalar_kernel, fp32, any shape the cache takes (G 64 / 128, other
+ *    head_dims): grid (parts, n_kv * hchunks, n_batch), 128 threads; per tile of 128 positions:
+ *    thread i scores position t0 + i against the chunk's (<= 8) heads with fp32 FMAs (the key
+ *    dequantized on the fly: code * scale + zero; a window key read as 16-byte vectors of its
+ *    fp16 row), warp w then does the online-softmax step of heads w and w + 4, and thread c
+ *    accumulates output channel c (and c + 128) of every head over the tile's values, 4
+ *    positions per step. CPU twin of this kernel's code: tests/emu/kvattn_emu.cpp.
  * Test: ./build-gpu/tests/gpu_kvattn (on a GPU machine); benchmark: ./build-gpu/tests/bench_decode_attn. */
 #include <cuda_fp16.h>
 #include <math.h>
@@ -37,12 +30,12 @@
 
 #define KVA_THREADS 128
 #define KVA_TILE 128     /* positions per scalar tile */
-#define KVA_HCHUNK 8     /* query heads per block (rows of the MMA tiles) */
-#define KVA_MAX_D 256    /* scalar kernel; the MMA kernel takes 64 and 128 */
+#define KVA_HCHUNK 8     /* query heads per row (the columns of the MMA tiles) */
+#define KVA_MAX_D 256    /* scalar kernel */
 #define KVA_MAX_PARTS 2048
-#define KVA_TARGET_BLOCKS 1024 /* scalar parts (impl scalar) */
-#define KVA_MMA_BLOCKS 792     /* 2 waves of 3 resident MMA blocks on 132 SMs (H200) */
+#define KVA_TARGET_BLOCKS 1024 /* scalar parts */
 #define KVA_LOG2E 1.4426950408889634f
+#define KVT_MIN_BLOCKS 4       /* tensor-core blocks per SM the register allocation allows */
 
 /* Everything the kernels need, passed by value. */
 struct KvaParams {
@@ -50,12 +43,10 @@ struct KvaParams {
     const float *q, *k_new, *v_new;
     const kvq_seq_dev *seqs;
     int n_batch, n_heads, n_kv, hchunks, D, G, k_bits, v_bits, max_len;
-    int n_parts, n_mma_parts;          /* parts [0, n_mma_parts) come from the MMA kernel */
-    int mma_blocks;                    /* MMA blocks per row (= n_mma_parts); tail blocks follow */
-    int mma;                           /* 1: the scalar kernel covers only the tail */
-    int fine_tail;                     /* tail_split plan: short tiles split keys by channel */
-    int sc_split;                      /* positions per scalar part (a multiple of 32) */
-    int mma_tiles;                     /* 32-token tiles per MMA block (a multiple of 4) */
+    int n_parts;
+    int tc;                            /* 1: the tensor-core kernel's plan */
+    int sc_split;                      /* scalar: positions per part (a multiple of KVA_TILE) */
+    int fast_parts, tpw, ttw;          /* tensor cores: fast parts, tiles per warp (fast, tail) */
     float qscale;                      /* scale * log2(e) */
 };
 
@@ -63,56 +54,46 @@ static __device__ __forceinline__ float h2f(uint16_t h) {
     return __half2float(__ushort_as_half(h));
 }
 
-/* First position the scalar kernel covers for this sequence. */
-static __device__ __forceinline__ int tail_start(const KvaParams &P, const kvq_seq_dev &s) {
-    if (!P.mma || P.k_bits > 4 || P.v_bits > 4) return 0;
-    return (s.kq < s.vq ? s.kq : s.vq) / 32 * 32;
-}
-
 /* The counts describe a cache this launch can read completely (else the row becomes NaN). */
 static __device__ bool seq_ok(const KvaParams &P, const kvq_seq_dev &s) {
     if (s.len < 0 || s.len + 1 > P.max_len || s.k_cap < 1 || s.v_cap < 1) return false;
-    if (P.k_bits <= 4) {
+    if (kvl_is_quant(P.k_bits)) {
         if (s.kq < 0 || s.kq % P.G || s.kq > s.len || s.len - s.kq > s.k_cap) return false;
     } else if (s.kq != 0 || s.len > s.k_cap) {
         return false;
     }
-    if (P.v_bits <= 4) {
+    if (kvl_is_quant(P.v_bits)) {
         if (s.vq < 0 || s.vq > s.len || s.len - s.vq > s.v_cap) return false;
     } else if (s.vq != 0 || s.len > s.v_cap) {
         return false;
     }
-    const long long covered = (long long)(P.n_parts - P.n_mma_parts) * P.sc_split;
-    return s.len + 1 - tail_start(P, s) <= covered;
+    if (!P.tc) return (long long)P.n_parts * P.sc_split >= s.len;
+    const int fast = kvattn_fast_tiles(s.kq, s.vq, P.k_bits, P.v_bits);
+    const int tail = (s.len + KVL_TILE - 1) / KVL_TILE - fast;
+    return (long long)fast <= (long long)P.fast_parts * 4 * P.tpw &&
+           (long long)tail <= (long long)(P.n_parts - P.fast_parts) * 4 * P.ttw;
 }
 
 /* Key of position p, channel c of kv head g as fp32 (quantized: code * scale + zero). */
-static __device__ __forceinline__ float key_at(const KvaParams &P, const kvq_seq_dev &s, int b,
-                                               int g, int p, int c) {
-    if (p == s.len) return P.k_new[((size_t)b * P.n_kv + g) * P.D + c];
+static __device__ __forceinline__ float key_at(const KvaParams &P, const kvq_seq_dev &s, int g,
+                                               int p, int c) {
     if (p < s.kq) {
-        const int G = P.G, bits = P.k_bits, tk = p % G;
-        const uint8_t *u = s.k_quant + (((size_t)(p / G) * P.n_kv + g) * P.D + c) *
-                                           ((size_t)G * bits / 8 + 4);
-        const uint32_t w = reinterpret_cast<const uint32_t *>(u)[(tk * bits) >> 5];
-        const uint32_t sz = *reinterpret_cast<const uint32_t *>(u + (size_t)G * bits / 8);
-        const uint32_t code = (w >> ((tk * bits) & 31)) & ((1u << bits) - 1u);
-        return (float)code * h2f((uint16_t)(sz & 0xffffu)) + h2f((uint16_t)(sz >> 16));
+        const uint8_t *rec = s.k_quant + kvl_record_off(P.k_bits, P.D, P.G, P.n_kv, p / P.G, g);
+        return (float)kvl_get_code(rec, 1, P.k_bits, P.D, p % P.G, c) *
+                   h2f(kvl_key_scale(rec, P.k_bits, P.D, P.G, c)) +
+               h2f(kvl_key_zero(rec, P.k_bits, P.D, P.G, c));
     }
     return h2f(s.k_win[((size_t)(p % s.k_cap) * P.n_kv + g) * P.D + c]);
 }
 
-static __device__ __forceinline__ float value_at(const KvaParams &P, const kvq_seq_dev &s, int b,
-                                                 int g, int p, int c) {
-    if (p == s.len) return P.v_new[((size_t)b * P.n_kv + g) * P.D + c];
+static __device__ __forceinline__ float value_at(const KvaParams &P, const kvq_seq_dev &s, int g,
+                                                 int p, int c) {
     if (p < s.vq) {
-        const int G = P.G, bits = P.v_bits, j = c / G, i = c % G;
-        const uint8_t *u = s.v_quant + (((size_t)p * P.n_kv + g) * (P.D / G) + j) *
-                                           ((size_t)G * bits / 8 + 4);
-        const uint32_t w = reinterpret_cast<const uint32_t *>(u)[(i * bits) >> 5];
-        const uint32_t sz = *reinterpret_cast<const uint32_t *>(u + (size_t)G * bits / 8);
-        const uint32_t code = (w >> ((i * bits) & 31)) & ((1u << bits) - 1u);
-        return (float)code * h2f((uint16_t)(sz & 0xffffu)) + h2f((uint16_t)(sz >> 16));
+        const uint8_t *rec = s.v_quant + kvl_record_off(P.v_bits, P.D, P.G, P.n_kv, p / P.G, g);
+        const int pb = p % P.G, j = c / P.G;
+        return (float)kvl_get_code(rec, 0, P.v_bits, P.D, pb, c) *
+                   h2f(kvl_value_scale(rec, P.v_bits, P.D, P.G, pb, j)) +
+               h2f(kvl_value_zero(rec, P.v_bits, P.D, P.G, pb, j));
     }
     return h2f(s.v_win[((size_t)(p % s.v_cap) * P.n_kv + g) * P.D + c]);
 }
@@ -134,16 +115,16 @@ struct __align__(16) ScalarSmem { /* float4 reads of q and p rows */
     float m[KVA_HCHUNK], l[KVA_HCHUNK], alpha[KVA_HCHUNK];
 };
 
-/* acc[h] += q_h . key of position p over channels [c0, c1) (fp32 FMAs in channel order). */
+/* acc[h] += q_h . key of position p (fp32 FMAs in channel order). */
 static __device__ __forceinline__ void score_key(const KvaParams &P, const kvq_seq_dev &s,
-                                                 const ScalarSmem &sm, int b, int g, int p,
-                                                 int c0, int c1, float acc[KVA_HCHUNK]) {
-    if (p >= s.kq && p < s.len && ((c0 | c1) & 7) == 0) {
+                                                 const ScalarSmem &sm, int g, int p,
+                                                 float acc[KVA_HCHUNK]) {
+    if (p >= s.kq && P.D % 8 == 0) {
         /* an fp16 window key: its row is D contiguous halves, read 16 bytes at a time (the
          * per-channel path below would touch 32 rows per warp load) */
         const uint4 *kr = reinterpret_cast<const uint4 *>(
             s.k_win + ((size_t)(p % s.k_cap) * P.n_kv + g) * P.D);
-        for (int c8 = c0 / 8; c8 < c1 / 8; c8++) {
+        for (int c8 = 0; c8 < P.D / 8; c8++) {
             const uint4 u = kr[c8];
             const uint32_t w[4] = {u.x, u.y, u.z, u.w};
             float k[8];
@@ -164,36 +145,20 @@ static __device__ __forceinline__ void score_key(const KvaParams &P, const kvq_s
         }
         return;
     }
-    for (int c = c0; c < c1; c++) {
-        const float k = key_at(P, s, b, g, p, c);
+    for (int c = 0; c < P.D; c++) {
+        const float k = key_at(P, s, g, p, c);
 #pragma unroll
         for (int h = 0; h < KVA_HCHUNK; h++) acc[h] = fmaf(sm.q[h][c], k, acc[h]);
     }
 }
 
 static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq_seq_dev &s,
-                                                   ScalarSmem &sm, int b, int g, int nh, int t0,
-                                                   int n, float o[KVA_HCHUNK][2]) {
+                                                   ScalarSmem &sm, int g, int nh, int t0, int n,
+                                                   float o[KVA_HCHUNK][2]) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, D = P.D;
     __syncthreads(); /* q loaded / the previous tile's p consumed */
     float acc[KVA_HCHUNK] = {};
-    if (!(P.fine_tail && n <= 32)) { /* thread tid scores position t0 + tid */
-        if (tid < n) score_key(P, s, sm, b, g, t0 + tid, 0, D, acc);
-    } else {
-        /* a short tile of the fine tail plan: warp w scores the positions over a quarter of the
-         * channels, and the quarters are summed through sm.p (4 x 32 slots per head) */
-        const int q4 = D / 4; /* every supported head_dim is a multiple of 16 */
-        if (lane < n) score_key(P, s, sm, b, g, t0 + lane, warp * q4, (warp + 1) * q4, acc);
-#pragma unroll
-        for (int h = 0; h < KVA_HCHUNK; h++) sm.p[h][warp * 32 + lane] = acc[h];
-        __syncthreads();
-#pragma unroll
-        for (int h = 0; h < KVA_HCHUNK; h++)
-            acc[h] = tid < 32 ? sm.p[h][tid] + sm.p[h][32 + tid] + sm.p[h][64 + tid] +
-                                    sm.p[h][96 + tid]
-                              : 0.0f;
-        __syncthreads(); /* every partial read before the scores overwrite them */
-    }
+    if (tid < n) score_key(P, s, sm, g, t0 + tid, acc); /* thread tid scores position t0 + tid */
 #pragma unroll
     for (int h = 0; h < KVA_HCHUNK; h++) sm.p[h][tid] = tid < n ? acc[h] : -INFINITY;
     __syncthreads();
@@ -227,10 +192,10 @@ static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq
         float a[KVA_HCHUNK] = {};
         int i = 0;
         for (; i + 4 <= n; i += 4) { /* 4 positions: independent loads, one p load per head */
-            const float v0 = value_at(P, s, b, g, t0 + i, c);
-            const float v1 = value_at(P, s, b, g, t0 + i + 1, c);
-            const float v2 = value_at(P, s, b, g, t0 + i + 2, c);
-            const float v3 = value_at(P, s, b, g, t0 + i + 3, c);
+            const float v0 = value_at(P, s, g, t0 + i, c);
+            const float v1 = value_at(P, s, g, t0 + i + 1, c);
+            const float v2 = value_at(P, s, g, t0 + i + 2, c);
+            const float v3 = value_at(P, s, g, t0 + i + 3, c);
 #pragma unroll
             for (int h = 0; h < KVA_HCHUNK; h++) {
                 const float4 pp = *reinterpret_cast<const float4 *>(&sm.p[h][i]);
@@ -238,7 +203,7 @@ static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq
             }
         }
         for (; i < n; i++) {
-            const float v = value_at(P, s, b, g, t0 + i, c);
+            const float v = value_at(P, s, g, t0 + i, c);
 #pragma unroll
             for (int h = 0; h < KVA_HCHUNK; h++) a[h] = fmaf(sm.p[h][i], v, a[h]);
         }
@@ -248,21 +213,20 @@ static __device__ __forceinline__ void scalar_tile(const KvaParams &P, const kvq
 }
 
 /* Scalar part `split` of the block's row (blockIdx.y, blockIdx.z): KVA_THREADS threads. */
-static __device__ void scalar_part(const KvaParams &P, int split) {
+static __global__ void __launch_bounds__(KVA_THREADS, 4) kvattn_scalar_kernel(const KvaParams P) {
     static __shared__ __align__(16) ScalarSmem sm;
+    const int split = blockIdx.x;
     const int b = blockIdx.z, g = blockIdx.y / P.hchunks, hc = blockIdx.y % P.hchunks;
     const kvq_seq_dev s = P.seqs[b];
     if (!seq_ok(P, s)) return; /* the combine kernel writes NaN */
     const int group = P.n_heads / P.n_kv, h0 = hc * KVA_HCHUNK, D = P.D, tid = threadIdx.x;
     const int nh = min(KVA_HCHUNK, group - h0);
-    const int first = tail_start(P, s) + split * P.sc_split;
-    const int end = min(s.len + 1, first + P.sc_split);
-    const int part = P.n_mma_parts + split;
+    const int first = split * P.sc_split, end = min(s.len, first + P.sc_split);
     const size_t row0 = (size_t)b * P.n_heads + (size_t)g * group + h0; /* first head's row */
     if (first >= end) { /* an empty part */
         if (tid < nh) {
-            P.ml_part[2 * ((row0 + tid) * P.n_parts + part)] = -INFINITY;
-            P.ml_part[2 * ((row0 + tid) * P.n_parts + part) + 1] = 0.0f;
+            P.ml_part[2 * ((row0 + tid) * P.n_parts + split)] = -INFINITY;
+            P.ml_part[2 * ((row0 + tid) * P.n_parts + split) + 1] = 0.0f;
         }
         return;
     }
@@ -273,28 +237,20 @@ static __device__ void scalar_part(const KvaParams &P, int split) {
     if (tid < KVA_HCHUNK) sm.m[tid] = -INFINITY, sm.l[tid] = 0.0f;
     float o[KVA_HCHUNK][2] = {};
     for (int t0 = first; t0 < end; t0 += KVA_TILE)
-        scalar_tile(P, s, sm, b, g, nh, t0, min(KVA_TILE, end - t0), o);
+        scalar_tile(P, s, sm, g, nh, t0, min(KVA_TILE, end - t0), o);
     for (int h = 0; h < nh; h++) {
-        float *dst = P.o_part + ((row0 + h) * P.n_parts + part) * D;
+        float *dst = P.o_part + ((row0 + h) * P.n_parts + split) * D;
         if (tid < D) dst[tid] = o[h][0];
         if (tid + KVA_THREADS < D) dst[tid + KVA_THREADS] = o[h][1];
     }
     if (tid < nh) {
-        P.ml_part[2 * ((row0 + tid) * P.n_parts + part)] = sm.m[tid];
-        P.ml_part[2 * ((row0 + tid) * P.n_parts + part) + 1] = sm.l[tid];
+        P.ml_part[2 * ((row0 + tid) * P.n_parts + split)] = sm.m[tid];
+        P.ml_part[2 * ((row0 + tid) * P.n_parts + split) + 1] = sm.l[tid];
     }
 }
 
-static __global__ void __launch_bounds__(KVA_THREADS, 4) kvattn_scalar_kernel(const KvaParams P) {
-    scalar_part(P, blockIdx.x);
-}
-
 #ifndef KVA_EMULATE_SCALAR
-#include "kvattn_mma.cuh"
-#else /* tests/emu/kvattn_emu.cpp runs the scalar and combine kernels on the CPU: no MMA impl */
-static bool kva_mma_supported(int, int, int) {
-    return false;
-}
+#include "kvattn_tc.cuh"
 #endif
 
 /* Block-wide max (is_max) or sum; every thread gets the result. */
@@ -308,31 +264,39 @@ static __device__ float block_reduce(float x, bool is_max, float *part) {
     return warp_reduce(x, is_max);
 }
 
-/* One block per (b, head): merges the parts, or writes NaN for a sequence seq_ok refuses. */
+/* One block per (b, head): merges the parts and the new token, or writes NaN for a sequence
+ * seq_ok refuses. */
 static __global__ void __launch_bounds__(KVA_THREADS) kvattn_combine_kernel(const KvaParams P) {
     static __shared__ float wpart[KVA_MAX_PARTS];
     static __shared__ float red[32];
     const int bh = blockIdx.x, b = bh / P.n_heads, D = P.D;
+    const int kvh = (bh % P.n_heads) / (P.n_heads / P.n_kv);
     float *dst = P.out + (size_t)bh * D;
     if (!seq_ok(P, P.seqs[b])) {
         for (int d = threadIdx.x; d < D; d += blockDim.x) dst[d] = __int_as_float(0x7fc00000);
         return;
     }
+    const float *q = P.q + (size_t)bh * D, *kn = P.k_new + ((size_t)b * P.n_kv + kvh) * D;
+    const float *vn = P.v_new + ((size_t)b * P.n_kv + kvh) * D;
+    float dot = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) dot = fmaf(q[d] * P.qscale, kn[d], dot);
+    const float s_new = block_reduce(dot, false, red); /* the new token's score (log2 units) */
     const float *ml = P.ml_part + (size_t)bh * P.n_parts * 2;
     const float *op = P.o_part + (size_t)bh * P.n_parts * D;
     float mx = -INFINITY;
     for (int s = threadIdx.x; s < P.n_parts; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
-    mx = block_reduce(mx, true, red); /* finite: the new token is in some part */
+    mx = fmaxf(block_reduce(mx, true, red), s_new);
     float lsum = 0.0f;
     for (int s = threadIdx.x; s < P.n_parts; s += blockDim.x) {
         const float ws = ml[2 * s] == -INFINITY ? 0.0f : exp2f(ml[2 * s] - mx);
         wpart[s] = ws;
         lsum += ws * (ws != 0.0f ? ml[2 * s + 1] : 0.0f);
     }
-    lsum = block_reduce(lsum, false, red); /* its barriers also publish wpart */
+    const float w_new = exp2f(s_new - mx);
+    lsum = block_reduce(lsum, false, red) + w_new; /* its barriers also publish wpart */
     const float inv = 1.0f / lsum;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.0f;
+        float acc = w_new * vn[d];
         for (int s = 0; s < P.n_parts; s++)
             if (wpart[s] != 0.0f) acc += wpart[s] * op[(size_t)s * D + d]; /* empty parts: no o */
         dst[d] = acc * inv;
@@ -342,110 +306,242 @@ static __global__ void __launch_bounds__(KVA_THREADS) kvattn_combine_kernel(cons
 /* ---- launch plan ---- */
 
 struct KvaPlan {
-    int impl_mma, hchunks, rows;    /* rows: n_batch * n_kv * hchunks */
-    int mma_tiles, mma_blocks;      /* tiles per MMA block, MMA blocks per row */
-    int sc_split, sc_parts;
+    int tc, hchunks, rows;  /* rows: n_batch * n_kv * hchunks */
+    int sc_split;           /* scalar: positions per part */
+    int fast_parts, tpw, ttw, tail_parts;
     int n_parts;
-    int fine;                       /* the tail_split plan */
 };
 
+static bool width_ok(int bits) { return bits == 16 || bits == 4 || bits == 2 || bits == 1; }
+
 static bool kva_shape_ok(const kvattn_args *a) {
-    auto width_ok = [](int bits) { return bits == 16 || bits == 4 || bits == 2 || bits == 1; };
     return a->n_batch >= 0 && a->n_batch <= 65535 && a->max_len >= 1 && a->n_heads > 0 &&
            a->n_kv_heads > 0 && a->n_heads % a->n_kv_heads == 0 && a->head_dim >= 1 &&
            a->head_dim <= KVA_MAX_D && (a->group == 32 || a->group == 64 || a->group == 128) &&
            width_ok(a->k_bits) && width_ok(a->v_bits) &&
-           (a->v_bits == 16 || a->head_dim % a->group == 0) &&
-           (a->impl == KVATTN_AUTO || a->impl == KVATTN_SCALAR || a->impl == KVATTN_MMA) &&
-           a->tail_split >= 0;
+           (!kvl_is_quant(a->v_bits) || a->head_dim % a->group == 0) &&
+           (!kvl_is_quant(a->k_bits) || a->head_dim % 16 == 0) &&
+           (a->impl == KVATTN_AUTO || a->impl == KVATTN_SCALAR || a->impl == KVATTN_MMA);
+}
+
+/* The tensor-core kernel takes this shape (kvattn_tc.cuh). */
+static bool kva_tc_supported(int D, int G, int k_bits, int v_bits) {
+    if (G != 32 || (!kvl_is_quant(k_bits) && !kvl_is_quant(v_bits))) return false;
+    if (D == 80) return !kvl_is_quant(v_bits); /* values need D % 32 == 0 */
+    return D == 64 || D == 96 || D == 128;
+}
+
+#ifndef KVA_EMULATE
+/* Multiprocessors of the current device (cached per device). */
+static int kva_sm_count(void) {
+    static int cached[16];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 132;
+    if (dev < 16 && cached[dev]) return cached[dev];
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) n = 132;
+    if (dev < 16) cached[dev] = n;
+    return n;
+}
+#else
+static int kva_emu_sms = 132; /* the emulation plans for an H200 unless told otherwise */
+static int kva_sm_count(void) {
+    return kva_emu_sms;
+}
+#endif
+
+static size_t kva_tc_smem(int D, int KB, int VB);
+
+static bool kva_plan_tc(const kvattn_args *a, KvaPlan *pl) {
+    const long long rows = pl->rows > 0 ? pl->rows : 1;
+    const long long nt = ((long long)a->max_len - 1 + KVL_TILE - 1) / KVL_TILE; /* stored tiles */
+    const int max_tail = a->max_tail > 0 && a->max_tail < a->max_len ? a->max_tail : a->max_len;
+    const long long tt = ((long long)max_tail + KVL_TILE - 1) / KVL_TILE;
+    /* blocks resident per SM: the launch bounds allow KVT_MIN_BLOCKS; shared memory may allow fewer */
+    const size_t smem = kva_tc_smem(a->head_dim, a->k_bits, a->v_bits) + 1024;
+    long long bps = (long long)(233472 / smem);
+    bps = bps < 1 ? 1 : bps > KVT_MIN_BLOCKS ? KVT_MIN_BLOCKS : bps;
+    const long long wave = (long long)kva_sm_count() * bps;
+    long long ttw = (tt + 4 * 2 - 1) / (4 * 2); /* at most 2 tail parts per row */
+    if (ttw < 1) ttw = 1;
+    const long long tail_parts = (tt + 4 * ttw - 1) / (4 * ttw);
+    long long fp = wave / rows; /* fast parts: about one wave over all rows */
+    if (fp < 1) fp = 1;
+    long long tpw = (nt + 4 * fp - 1) / (4 * fp);
+    if (tpw < 1) tpw = 1;
+    fp = (nt + 4 * tpw - 1) / (4 * tpw);
+    while (fp + tail_parts > KVA_MAX_PARTS) {
+        tpw *= 2;
+        fp = (nt + 4 * tpw - 1) / (4 * tpw);
+    }
+    pl->fast_parts = (int)fp, pl->tpw = (int)tpw, pl->ttw = (int)ttw, pl->tail_parts = (int)tail_parts;
+    pl->n_parts = (int)(fp + tail_parts);
+    pl->sc_split = 0;
+    return pl->n_parts >= 1;
+}
+
+static bool kva_plan_scalar(const kvattn_args *a, KvaPlan *pl) {
+    const long long r = pl->rows > 0 ? pl->rows : 1;
+    const long long stored = a->max_len > 1 ? a->max_len - 1 : 1;
+    const long long want = (KVA_TARGET_BLOCKS / 2 + r - 1) / r; /* parts per row */
+    long long sl = (stored + want - 1) / want;
+    sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
+    if (sl < KVA_TILE) sl = KVA_TILE;
+    if ((stored + sl - 1) / sl > KVA_MAX_PARTS) sl = (stored + KVA_MAX_PARTS - 1) / KVA_MAX_PARTS;
+    sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
+    pl->sc_split = (int)sl;
+    pl->n_parts = (int)((stored + sl - 1) / sl);
+    pl->fast_parts = pl->tpw = pl->ttw = pl->tail_parts = 0;
+    return pl->n_parts <= KVA_MAX_PARTS;
 }
 
 static bool kva_plan(const kvattn_args *a, KvaPlan *pl) {
     if (!kva_shape_ok(a)) return false;
     const int group = a->n_heads / a->n_kv_heads;
-    const bool mma_ok = kva_mma_supported(a->head_dim, a->k_bits, a->v_bits);
-    if (a->impl == KVATTN_MMA && !mma_ok) return false;
-    pl->impl_mma = a->impl == KVATTN_MMA || (a->impl == KVATTN_AUTO && mma_ok);
+    const bool tc_ok = kva_tc_supported(a->head_dim, a->group, a->k_bits, a->v_bits);
+    if (a->impl == KVATTN_MMA && !tc_ok) return false;
+    pl->tc = a->impl == KVATTN_MMA || (a->impl == KVATTN_AUTO && tc_ok);
     pl->hchunks = (group + KVA_HCHUNK - 1) / KVA_HCHUNK;
     if ((long long)a->n_kv_heads * pl->hchunks > 65535) return false;
-    const long long rows = (long long)a->n_batch * a->n_kv_heads * pl->hchunks;
-    pl->rows = (int)rows;
-    const long long r = rows > 0 ? rows : 1;
-    pl->mma_tiles = 0, pl->mma_blocks = 0;
-    int tail = a->max_len;
-    if (pl->impl_mma) {
-        const long long tiles = a->max_len / 32; /* whole tiles below min(kq, vq) <= len */
-        /* a whole number of blocks per row, so that rows x blocks fills the waves instead of
-         * spilling a partial one (B 16 x 32k on the H200: 7 blocks per row made 2.26 waves) */
-        long long nb = KVA_MMA_BLOCKS / r;
-        if (nb < 1) nb = 1;
-        long long per = (tiles + nb - 1) / nb;
-        per = (per + 3) / 4 * 4;
-        pl->mma_tiles = (int)(per < 16 ? 16 : per);
-        pl->mma_blocks = (int)((tiles + pl->mma_tiles - 1) / pl->mma_tiles);
-        if (a->max_tail > 0 && a->max_tail < tail) tail = a->max_tail;
-    }
-    /* scalar parts: multiples of `unit` positions (a tile, or tail_split's multiple of 32) */
-    const bool fine = a->tail_split > 0;
-    const long long unit = fine ? 32 : KVA_TILE;
-    long long sl;
-    if (fine) {
-        sl = a->tail_split;
-    } else {
-        const long long want = (KVA_TARGET_BLOCKS / 2 + r - 1) / r; /* scalar parts per row */
-        sl = (tail + want - 1) / want;
-    }
-    sl = (sl + unit - 1) / unit * unit;
-    if (sl < unit) sl = unit;
-    const long long room = KVA_MAX_PARTS - (long long)pl->mma_blocks;
-    if (room < 1) return false;
-    if ((tail + sl - 1) / sl > room) sl = (tail + room - 1) / room;
-    sl = (sl + unit - 1) / unit * unit;
-    pl->fine = fine;
-    pl->sc_split = (int)sl;
-    pl->sc_parts = (int)((tail + sl - 1) / sl);
-    pl->n_parts = pl->mma_blocks + pl->sc_parts;
-    return pl->n_parts <= KVA_MAX_PARTS;
+    pl->rows = (int)((long long)a->n_batch * a->n_kv_heads * pl->hchunks);
+    return pl->tc ? kva_plan_tc(a, pl) : kva_plan_scalar(a, pl);
+}
+
+/* The kernel parameters of a plan (workspace at ws). */
+static KvaParams kva_params(const kvattn_args *a, const KvaPlan &pl, float *ws) {
+    KvaParams P;
+    P.out = a->out;
+    P.o_part = ws;
+    P.ml_part = ws + (size_t)a->n_batch * a->n_heads * pl.n_parts * a->head_dim;
+    P.q = a->q, P.k_new = a->k_new, P.v_new = a->v_new, P.seqs = a->seqs;
+    P.n_batch = a->n_batch, P.n_heads = a->n_heads, P.n_kv = a->n_kv_heads, P.hchunks = pl.hchunks;
+    P.D = a->head_dim, P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits;
+    P.max_len = a->max_len, P.n_parts = pl.n_parts, P.tc = pl.tc, P.sc_split = pl.sc_split;
+    P.fast_parts = pl.fast_parts, P.tpw = pl.tpw, P.ttw = pl.ttw;
+    P.qscale = a->scale * KVA_LOG2E;
+    return P;
 }
 
 extern "C" size_t kvattn_workspace_bytes(const kvattn_args *a) {
     KvaPlan pl;
     if (!a || !kva_plan(a, &pl)) return 0;
-    return (size_t)a->n_batch * a->n_heads * pl.n_parts * (a->head_dim + 2) * sizeof(float);
+    return (size_t)(a->n_batch > 0 ? a->n_batch : 1) * a->n_heads * pl.n_parts * (a->head_dim + 2) *
+           sizeof(float);
 }
 
-#if defined(KVA_EMULATE_SCALAR) && !defined(KVA_EMULATE)
-#define KVA_EMULATE
+/* ---- the tensor-core instantiations: D in {64, 80, 96, 128} x K, V widths ---- */
+
+#ifndef KVA_EMULATE_SCALAR
+/* Instantiated: some tensor quantized, quantized values only for D % 32 == 0. */
+template <int D, int KB, int VB> static constexpr bool tc_inst() {
+    return (KB <= 4 || VB <= 4) && (VB > 4 || D % 32 == 0)
+#ifdef KVA_EMU_TC_FILTER /* the CPU emulation builds the instantiations it runs */
+           && KVA_EMU_TC_FILTER(D, KB, VB)
 #endif
+        ;
+}
+
+#ifndef KVA_EMULATE
+template <int D, int KB, int VB>
+static cudaError_t tc_launch(const KvaParams &P, dim3 grid, cudaStream_t stream) {
+    const size_t smem = TcShape<D, KB, VB>::SMEM;
+    static bool raised = false; /* once per instantiation */
+    if (!raised) {
+        cudaError_t e = cudaFuncSetAttribute(kvattn_tc_kernel<D, KB, VB>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(kvattn_tc_kernel<D, KB, VB>,
+                                     cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+        if (e != cudaSuccess) return e;
+        raised = true;
+    }
+    kvattn_tc_kernel<D, KB, VB><<<grid, KVT_WARPS * 32, smem, stream>>>(P);
+    return cudaGetLastError();
+}
+#else /* tests/emu/kvattn_emu.cpp runs the kernel on the CPU */
+template <int D, int KB, int VB>
+static cudaError_t tc_launch(const KvaParams &P, dim3 grid, cudaStream_t stream);
+#endif
+
+/* One instantiation: launches (launch) or reports its shared memory. */
+template <int D, int KB, int VB>
+static cudaError_t tc_case(bool launch, const KvaParams *P, dim3 grid, cudaStream_t stream,
+                           size_t *smem) {
+    if constexpr (tc_inst<D, KB, VB>()) {
+        if (launch) return tc_launch<D, KB, VB>(*P, grid, stream);
+        *smem = TcShape<D, KB, VB>::SMEM;
+        return cudaSuccess;
+    } else {
+        (void)launch, (void)P, (void)grid, (void)stream, (void)smem;
+        return cudaErrorInvalidValue;
+    }
+}
+
+template <int D, int KB>
+static cudaError_t tc_case_v(int vb, bool launch, const KvaParams *P, dim3 grid,
+                             cudaStream_t stream, size_t *smem) {
+    switch (vb) {
+    case 1: return tc_case<D, KB, 1>(launch, P, grid, stream, smem);
+    case 2: return tc_case<D, KB, 2>(launch, P, grid, stream, smem);
+    case 4: return tc_case<D, KB, 4>(launch, P, grid, stream, smem);
+    default: return tc_case<D, KB, 16>(launch, P, grid, stream, smem);
+    }
+}
+
+template <int D>
+static cudaError_t tc_case_k(int kb, int vb, bool launch, const KvaParams *P, dim3 grid,
+                             cudaStream_t stream, size_t *smem) {
+    switch (kb) {
+    case 1: return tc_case_v<D, 1>(vb, launch, P, grid, stream, smem);
+    case 2: return tc_case_v<D, 2>(vb, launch, P, grid, stream, smem);
+    case 4: return tc_case_v<D, 4>(vb, launch, P, grid, stream, smem);
+    default: return tc_case_v<D, 16>(vb, launch, P, grid, stream, smem);
+    }
+}
+
+static cudaError_t tc_dispatch(int D, int kb, int vb, bool launch, const KvaParams *P, dim3 grid,
+                               cudaStream_t stream, size_t *smem) {
+    switch (D) {
+    case 64: return tc_case_k<64>(kb, vb, launch, P, grid, stream, smem);
+    case 80: return tc_case_k<80>(kb, vb, launch, P, grid, stream, smem);
+    case 96: return tc_case_k<96>(kb, vb, launch, P, grid, stream, smem);
+    case 128: return tc_case_k<128>(kb, vb, launch, P, grid, stream, smem);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+static size_t kva_tc_smem(int D, int KB, int VB) {
+    size_t smem = 0;
+    if (tc_dispatch(D, KB, VB, false, nullptr, dim3(), nullptr, &smem) != cudaSuccess) return 48 * 1024;
+    return smem;
+}
+#else
+static size_t kva_tc_smem(int, int, int) {
+    return 48 * 1024;
+}
+#endif
+
 #ifndef KVA_EMULATE
 extern "C" cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     AKV_REQUIRE(a && a->out && a->q && a->k_new && a->v_new && a->seqs && a->workspace);
     AKV_REQUIRE(stream != nullptr); /* never the legacy default stream */
     AKV_REQUIRE(a->k_bits != 32 && a->v_bits != 32); /* the fp32 reference width: CPU only */
     AKV_REQUIRE(kva_shape_ok(a));
-    AKV_REQUIRE(a->impl != KVATTN_MMA || kva_mma_supported(a->head_dim, a->k_bits, a->v_bits));
+    AKV_REQUIRE(a->impl != KVATTN_MMA ||
+                kva_tc_supported(a->head_dim, a->group, a->k_bits, a->v_bits));
     KvaPlan pl;
     AKV_REQUIRE(kva_plan(a, &pl));
     AKV_REQUIRE(a->workspace_bytes >= kvattn_workspace_bytes(a));
     AKV_REQUIRE(((uintptr_t)a->workspace | (uintptr_t)a->q | (uintptr_t)a->out) % 16 == 0);
     if (a->n_batch == 0) return cudaSuccess;
-    KvaParams P;
-    P.out = a->out;
-    P.o_part = (float *)a->workspace;
-    P.ml_part = P.o_part + (size_t)a->n_batch * a->n_heads * pl.n_parts * a->head_dim;
-    P.q = a->q, P.k_new = a->k_new, P.v_new = a->v_new, P.seqs = a->seqs;
-    P.n_batch = a->n_batch, P.n_heads = a->n_heads, P.n_kv = a->n_kv_heads, P.hchunks = pl.hchunks, P.D = a->head_dim;
-    P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits, P.max_len = a->max_len;
-    P.n_parts = pl.n_parts, P.n_mma_parts = pl.mma_blocks, P.mma = pl.impl_mma;
-    P.mma_blocks = pl.mma_blocks;
-    P.sc_split = pl.sc_split, P.mma_tiles = pl.mma_tiles, P.fine_tail = pl.fine;
-    P.qscale = a->scale * KVA_LOG2E;
-    const dim3 rows(1, a->n_kv_heads * pl.hchunks, a->n_batch);
-    if (pl.mma_blocks > 0) { /* the tail's scalar parts ride along as the last blocks */
-        const cudaError_t e = kva_mma_launch(P, pl.mma_blocks + pl.sc_parts, stream);
+    const KvaParams P = kva_params(a, pl, (float *)a->workspace);
+    const dim3 grid(pl.n_parts, a->n_kv_heads * pl.hchunks, a->n_batch);
+    if (pl.tc) {
+        size_t unused = 0;
+        const cudaError_t e = tc_dispatch(a->head_dim, a->k_bits, a->v_bits, true, &P, grid, stream, &unused);
         if (e != cudaSuccess) return e;
     } else {
-        kvattn_scalar_kernel<<<dim3(pl.sc_parts, rows.y, rows.z), KVA_THREADS, 0, stream>>>(P);
+        kvattn_scalar_kernel<<<grid, KVA_THREADS, 0, stream>>>(P);
         AKV_LAUNCH_CHECK();
     }
     kvattn_combine_kernel<<<a->n_batch * a->n_heads, KVA_THREADS, 0, stream>>>(P);

@@ -1,14 +1,14 @@
-/* kvcache.c — AsymKV cache storage and KIVI flushing; see kvcache.h and kernels/kvquant.h
- * for the layouts. One allocation per layer holds every sequence's regions. */
+/* kvcache.c — AsymKV cache storage and KIVI flushing; the layout (regions, records, code
+ * places, flush plan) is kernels/kvlayout.h's. One allocation per layer holds every sequence's
+ * slot. */
 #include "kvcache.h"
 
 #include <stdlib.h>
 
 typedef struct layer_cache {
     int k_bits, v_bits;
-    size_t k_quant_bytes, k_win_slots, v_quant_bytes, v_win_slots; /* per sequence */
-    size_t seq_bytes;
-    uint8_t *mem;   /* [n_seq][seq_bytes] */
+    kvl_slot slot;  /* one sequence's regions */
+    uint8_t *mem;   /* [n_seq][slot.bytes] */
     int *len, *kq, *vq; /* [n_seq] */
 } layer_cache;
 
@@ -19,29 +19,20 @@ struct kvcache {
     layer_cache *layers;
 };
 
-/* Bytes per window element: fp32 for the 32-bit reference width, else fp16. */
-static size_t win_elem(int bits) { return bits == 32 ? 4 : 2; }
-
 static akv_status layer_init(kvcache *kv, layer_cache *L, int k_bits, int v_bits, akv_err *err) {
-    const size_t H = (size_t)kv->shape.n_kv_heads, D = (size_t)kv->shape.head_dim;
-    const size_t G = (size_t)kv->group, C = (size_t)kv->ctx_r, R = (size_t)kv->residual;
     L->k_bits = k_bits;
     L->v_bits = v_bits;
-    L->k_quant_bytes = k_bits >= 16 ? 0 : C / G * H * D * kvq_group_bytes(k_bits, (int)G);
-    L->k_win_slots = k_bits >= 16 ? C : R;
-    L->v_quant_bytes = v_bits >= 16 ? 0 : C * H * (D / G) * kvq_group_bytes(v_bits, (int)G);
-    L->v_win_slots = v_bits >= 16 ? C : R;
-    L->seq_bytes = L->k_quant_bytes + L->v_quant_bytes +
-                   (L->k_win_slots * win_elem(k_bits) + L->v_win_slots * win_elem(v_bits)) * kv->row;
+    L->slot = kvl_slot_layout(k_bits, v_bits, kv->shape.n_kv_heads, kv->shape.head_dim, kv->group,
+                              kv->residual, kv->ctx_r);
     const size_t n_seq = (size_t)kv->shape.n_seq;
-    L->mem = malloc(n_seq * L->seq_bytes);
+    L->mem = malloc(n_seq * L->slot.bytes);
     L->len = calloc(n_seq, sizeof(int));
     L->kq = calloc(n_seq, sizeof(int));
     L->vq = calloc(n_seq, sizeof(int));
     if (!L->mem || !L->len || !L->kq || !L->vq)
         return akv_fail(err, AKV_ERUNTIME,
                         "out of host memory for the KV cache (%zu bytes per layer; lower --ctx "
-                        "or --batch, or use a lower-bit --kv)", n_seq * L->seq_bytes);
+                        "or --batch, or use a lower-bit --kv)", n_seq * L->slot.bytes);
     return AKV_OK;
 }
 
@@ -84,7 +75,7 @@ void kvcache_free(kvcache *kv) {
 }
 
 size_t kvcache_layer_bytes(const kvcache *kv, int layer) {
-    return kv->layers[layer].seq_bytes * (size_t)kv->shape.n_seq;
+    return kv->layers[layer].slot.bytes * (size_t)kv->shape.n_seq;
 }
 
 size_t kvcache_bytes(const kvcache *kv) {
@@ -104,15 +95,9 @@ void kvcache_reset(kvcache *kv, int seq) {
     }
 }
 
-/* Region pointers of (layer, seq): [k_quant][v_quant][k_win][v_win]. */
-static uint8_t *seq_base(const kvcache *kv, const layer_cache *L, int seq) {
-    (void)kv;
-    return L->mem + (size_t)seq * L->seq_bytes;
-}
-
 void kvcache_view(const kvcache *kv, int layer, int seq, kvq_view *v) {
     const layer_cache *L = &kv->layers[layer];
-    uint8_t *base = seq_base(kv, L, seq);
+    uint8_t *base = L->mem + (size_t)seq * L->slot.bytes;
     v->n_kv_heads = kv->shape.n_kv_heads;
     v->head_dim = kv->shape.head_dim;
     v->group = kv->group;
@@ -121,12 +106,12 @@ void kvcache_view(const kvcache *kv, int layer, int seq, kvq_view *v) {
     v->len = L->len[seq];
     v->kq = L->kq[seq];
     v->vq = L->vq[seq];
-    v->k_cap = (int)L->k_win_slots;
-    v->v_cap = (int)L->v_win_slots;
-    v->k_quant = base;
-    v->v_quant = base + L->k_quant_bytes;
-    v->k_win = base + L->k_quant_bytes + L->v_quant_bytes;
-    v->v_win = base + L->k_quant_bytes + L->v_quant_bytes + L->k_win_slots * kv->row * win_elem(L->k_bits);
+    v->k_cap = L->slot.k_cap;
+    v->v_cap = L->slot.v_cap;
+    v->k_quant = base + L->slot.k_quant;
+    v->v_quant = base + L->slot.v_quant;
+    v->k_win = base + L->slot.k_win;
+    v->v_win = base + L->slot.v_win;
 }
 
 void kvcache_attend(const kvcache *kv, int layer, int seq, int n, int n_heads, const float *q,
@@ -139,32 +124,31 @@ void kvcache_attend(const kvcache *kv, int layer, int seq, int n, int n_heads, c
 
 /* Quantizes the R keys of the full window into R/G key blocks starting at block kq/G. */
 static void flush_keys(const kvcache *kv, const kvq_view *v, int kq) {
-    const int G = kv->group, R = kv->residual;
-    const size_t unit = kvq_group_bytes(v->k_bits, G);
-    uint8_t *kq_mem = (uint8_t *)v->k_quant;
-    float x[256];
-    for (int b = 0; b < R / G; b++)
-        for (size_t hc = 0; hc < kv->row; hc++) {
-            for (int t = 0; t < G; t++) {
-                int p = kq + b * G + t;
-                x[t] = kvq_win_load(v->k_win, v->k_bits, (size_t)(p % v->k_cap) * kv->row + hc);
+    const int G = kv->group, R = kv->residual, H = v->n_kv_heads, D = v->head_dim;
+    float x[128];
+    for (int blk = kq / G; blk < (kq + R) / G; blk++)
+        for (int g = 0; g < H; g++)
+            for (int c = 0; c < D; c++) {
+                for (int t = 0; t < G; t++) {
+                    const int p = blk * G + t;
+                    x[t] = kvq_win_load(v->k_win, v->k_bits,
+                                        (size_t)(p % v->k_cap) * kv->row + (size_t)g * D + c);
+                }
+                kvq_put_key_group((uint8_t *)v->k_quant, v->k_bits, H, D, G, blk, g, c, x);
             }
-            size_t blk = (size_t)(kq / G + b);
-            kvq_quantize_group(kq_mem + (blk * kv->row + hc) * unit, x, 1, v->k_bits, G);
-        }
 }
 
 /* Quantizes the value of position p (the oldest in the window) per token. */
 static void flush_value(const kvcache *kv, const kvq_view *v, int p) {
-    const int G = kv->group;
-    const size_t unit = kvq_group_bytes(v->v_bits, G), groups = kv->row / (size_t)G;
-    float x[256];
+    const int G = kv->group, H = v->n_kv_heads, D = v->head_dim;
+    float x[128];
     const size_t src = (size_t)(p % v->v_cap) * kv->row;
-    for (size_t j = 0; j < groups; j++) {
-        for (int i = 0; i < G; i++) x[i] = kvq_win_load(v->v_win, v->v_bits, src + j * G + i);
-        kvq_quantize_group((uint8_t *)v->v_quant + ((size_t)p * groups + j) * unit, x, 1,
-                           v->v_bits, G);
-    }
+    for (int g = 0; g < H; g++)
+        for (int j = 0; j < D / G; j++) {
+            for (int i = 0; i < G; i++)
+                x[i] = kvq_win_load(v->v_win, v->v_bits, src + (size_t)g * D + (size_t)j * G + i);
+            kvq_put_value_group((uint8_t *)v->v_quant, v->v_bits, H, D, G, p, g, j, x);
+        }
 }
 
 /* Stores one token's row into window slot `slot` at the window's precision. */
@@ -186,15 +170,13 @@ akv_status kvcache_append(kvcache *kv, int layer, int seq, int n, const float *k
     kvq_view w;
     kvcache_view(kv, layer, seq, &w);
     for (int i = 0; i < n; i++) {
-        const int p = L->len[seq];
-        if (L->v_bits <= 4 && p - L->vq[seq] == kv->residual) flush_value(kv, &w, L->vq[seq]++);
-        store_row(w.k_win, w.k_bits, kv->row, p % w.k_cap, k + (size_t)i * kv->row);
-        store_row(w.v_win, w.v_bits, kv->row, p % w.v_cap, v + (size_t)i * kv->row);
-        L->len[seq] = p + 1;
-        if (L->k_bits <= 4 && p + 1 - L->kq[seq] == kv->residual) {
-            flush_keys(kv, &w, L->kq[seq]);
-            L->kq[seq] += kv->residual;
-        }
+        const kvl_append_op op = kvl_append_plan(L->len[seq], L->kq[seq], L->vq[seq], L->k_bits,
+                                                 L->v_bits, kv->residual);
+        if (op.v_flush >= 0) flush_value(kv, &w, op.v_flush), L->vq[seq]++;
+        store_row(w.k_win, w.k_bits, kv->row, op.pos % w.k_cap, k + (size_t)i * kv->row);
+        store_row(w.v_win, w.v_bits, kv->row, op.pos % w.v_cap, v + (size_t)i * kv->row);
+        L->len[seq] = op.pos + 1;
+        if (op.k_flush >= 0) flush_keys(kv, &w, op.k_flush), L->kq[seq] += kv->residual;
     }
     return AKV_OK;
 }

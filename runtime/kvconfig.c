@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#include "kvlayout.h"
+
 #define KV_FORMS                                                                              \
     "valid forms: fp16 | fp32 | kivi2 | kivi4 | asymkv:LK/LV (e.g. asymkv:16/0) | "           \
     "k=2x16,1x16;v=1x32 (widths 32,16,4,2,1; counts sum to the layer count)"
@@ -96,35 +98,30 @@ akv_status kvcfg_parse(kv_config *c, const char *spec, int n_layers, int hi_bits
 }
 
 akv_status kvcfg_check_head_dim(const kv_config *c, int head_dim, akv_err *err) {
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers; l++) {
         if (c->v_bits[l] <= 4 && head_dim % c->group)
             return akv_fail(err, AKV_EINPUT,
                             "head_dim %d is not a multiple of --kv-group %d, so values cannot be "
-                            "quantized per %d channels (use a smaller --kv-group)", head_dim,
-                            c->group, c->group);
+                            "quantized per %d channels (use a smaller --kv-group, or 16-bit values)",
+                            head_dim, c->group, c->group);
+        if (c->k_bits[l] <= 4 && head_dim % 16)
+            return akv_fail(err, AKV_EINPUT,
+                            "head_dim %d is not a multiple of 16, which quantized keys need (their "
+                            "codes are laid out in 16-channel steps); use 16-bit keys for this model",
+                            head_dim);
+    }
     return AKV_OK;
 }
 
-/* Bytes per token of one tensor (K or V) of width b; meta = scale + zero in fp16. */
-static size_t tensor_token_bytes(int b, int is_key, size_t H, size_t D, size_t G) {
-    if (b >= 16) return H * D * (size_t)b / 8;
-    size_t codes = H * D * (size_t)b / 8;
-    return codes + (is_key ? H * D * 4 / G : H * (D / G) * 4);
-}
-
 size_t kvcfg_token_bytes(const kv_config *c, int layer, int n_kv_heads, int head_dim) {
-    size_t H = (size_t)n_kv_heads, D = (size_t)head_dim, G = (size_t)c->group;
-    return tensor_token_bytes(c->k_bits[layer], 1, H, D, G) +
-           tensor_token_bytes(c->v_bits[layer], 0, H, D, G);
+    return (kvl_token_bytes(c->k_bits[layer], head_dim, c->group) +
+            kvl_token_bytes(c->v_bits[layer], head_dim, c->group)) * (size_t)n_kv_heads;
 }
 
 size_t kvcfg_layer_bytes(const kv_config *c, int layer, int n_kv_heads, int head_dim, int ctx,
                          int batch) {
-    size_t G = (size_t)c->group, ctx_r = ((size_t)ctx + G - 1) / G * G;
-    size_t window = (size_t)c->residual * n_kv_heads * head_dim * 2;
-    size_t per_seq = kvcfg_token_bytes(c, layer, n_kv_heads, head_dim) * ctx_r +
-                     (c->k_bits[layer] <= 4 ? window : 0) + (c->v_bits[layer] <= 4 ? window : 0);
-    return per_seq * (size_t)batch;
+    return kvl_layer_bytes(c->k_bits[layer], c->v_bits[layer], n_kv_heads, head_dim, c->group,
+                           c->residual, ctx, batch);
 }
 
 double kvcfg_avg_bits(const kv_config *c, int head_dim) {

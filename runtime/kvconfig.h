@@ -40,8 +40,8 @@ typedef struct kv_config {
 akv_status kvcfg_parse(kv_config *c, const char *spec, int n_layers, int hi_bits, int group,
                        int residual, akv_err *err);
 
-/* Checks that head_dim is compatible with the quantized widths (a multiple of G when any
- * value is quantized, since values are grouped over channels). */
+/* Checks that head_dim is compatible with the quantized widths: a multiple of G when any value
+ * is quantized (values are grouped over channels), of 16 when any key is (kvlayout.h). */
 akv_status kvcfg_check_head_dim(const kv_config *c, int head_dim, akv_err *err);
 
 /* Bytes of one token of layer l for K plus V, residual window excluded (design §4):
@@ -51,7 +51,7 @@ size_t kvcfg_token_bytes(const kv_config *c, int layer, int n_kv_heads, int head
 
 /* Bytes layer l's cache holds for ctx positions x batch sequences: token bytes x ctx' + the
  * residual window (R tokens of H*D*2 for each quantized K or V) per sequence, where ctx' is
- * ctx rounded up to a multiple of G. This is what the cache allocates. */
+ * ctx rounded up to a multiple of G (kvl_layer_bytes). This is what the cache allocates. */
 size_t kvcfg_layer_bytes(const kv_config *c, int layer, int n_kv_heads, int head_dim, int ctx,
                          int batch);
 

@@ -51,16 +51,17 @@ typedef struct dlayer {
     uint16_t *wq, *wk, *wv, *wo, *wg, *wu, *wd; /* bf16 */
 } dlayer;
 
-/* One local layer's cache, every slot: region bases and per-slot strides (bytes / halves). */
+/* One local layer's cache: n_seq slots laid out as kvlayout.h's kvl_slot_layout says. */
 typedef struct dkv {
     int k_bits, v_bits, quant; /* quant: some tensor at 4/2/1 bits (the compressed path) */
-    int k_cap, v_cap;          /* window slots: R when quantized, ctx' when 16-bit */
-    uint8_t *k_quant, *v_quant;
-    uint16_t *k_win, *v_win;
-    size_t kq_slot, vq_slot;   /* bytes per slot */
-    size_t kw_slot, vw_slot;   /* halves per slot */
+    kvl_slot sl;               /* one sequence's regions (window caps: R, or ctx' for 16-bit) */
+    uint8_t *mem;              /* [n_seq][sl.bytes] */
     size_t bytes;              /* per layer, all slots (kvcfg_layer_bytes) */
 } dkv;
+
+static uint8_t *slot_base(const dkv *d, int seq) { return d->mem + d->sl.bytes * (size_t)seq; }
+static uint16_t *kwin(const dkv *d, int seq) { return (uint16_t *)(slot_base(d, seq) + d->sl.k_win); }
+static uint16_t *vwin(const dkv *d, int seq) { return (uint16_t *)(slot_base(d, seq) + d->sl.v_win); }
 
 typedef struct slot_counts {
     int kq, vq; /* quantized keys / values of compressed tensors (len is the stage's seq_len) */
@@ -124,7 +125,7 @@ static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
  * decode row or a prefill run each take one descriptor and one append plan per layer). */
 static size_t stage_table_bytes(int T, int runs, int nl) {
     const size_t calls = round_up((size_t)T * 4 * 3, 64) + 256 +
-                         (size_t)nl * runs * (sizeof(kvq_seq_dev) + sizeof(kvq_append_op));
+                         (size_t)nl * runs * (sizeof(kvq_seq_dev) + sizeof(kvl_append_op));
     const size_t sample = (size_t)HEAD_ROWS * (sizeof(sample_params_dev) + 8 + 4) + 256;
     return round_up(calls > sample ? calls : sample, 256);
 }
@@ -183,17 +184,10 @@ static void layout(stage_cuda *s, arena *a) {
     /* KV caches */
     for (int l = 0; l < s->nl; l++) {
         dkv *d = &s->kv[l];
-        const size_t ku = kvq_group_bytes(d->k_bits <= 4 ? d->k_bits : 1, s->G);
-        const size_t vu = kvq_group_bytes(d->v_bits <= 4 ? d->v_bits : 1, s->G);
-        d->kq_slot = d->k_bits <= 4 ? (size_t)s->ctxp / s->G * KD * ku : 0;
-        d->vq_slot = d->v_bits <= 4 ? (size_t)s->ctxp * KD / s->G * vu : 0;
-        d->kw_slot = (size_t)d->k_cap * KD;
-        d->vw_slot = (size_t)d->v_cap * KD;
-        d->k_quant = d->kq_slot ? take(a, d->kq_slot * S) : NULL;
-        d->v_quant = d->vq_slot ? take(a, d->vq_slot * S) : NULL;
-        d->k_win = take(a, d->kw_slot * S * bf);
-        d->v_win = take(a, d->vw_slot * S * bf);
-        d->bytes = (d->kq_slot + d->vq_slot + (d->kw_slot + d->vw_slot) * bf) * S;
+        d->sl = kvl_slot_layout(d->k_bits, d->v_bits, c->n_kv_heads, c->head_dim, s->G, s->R,
+                                s->ctxp);
+        d->bytes = d->sl.bytes * S;
+        d->mem = take(a, d->bytes);
     }
     s->kv_bytes = 0;
     for (int l = 0; l < s->nl; l++) s->kv_bytes += s->kv[l].bytes;
@@ -409,9 +403,7 @@ akv_status scu_init(stage_cuda **out, const model_config *c, const stage_weights
                           "(use --backend cpu, or --kv fp16 on the GPU)");
             goto fail;
         }
-        d->quant = d->k_bits <= 4 || d->v_bits <= 4;
-        d->k_cap = d->k_bits <= 4 ? s->R : s->ctxp;
-        d->v_cap = d->v_bits <= 4 ? s->R : s->ctxp;
+        d->quant = kvl_is_quant(d->k_bits) || kvl_is_quant(d->v_bits);
         s->any_quant |= d->quant;
     }
     CUDA_CHECK(err, cudaSetDevice(o->device));
@@ -593,26 +585,16 @@ static kvq_seq_dev seq_desc(const stage_cuda *s, int l, int seq) {
     const dkv *d = &s->kv[l];
     kvq_seq_dev r;
     memset(&r, 0, sizeof r);
-    r.k_quant = d->k_quant ? d->k_quant + d->kq_slot * seq : NULL;
-    r.v_quant = d->v_quant ? d->v_quant + d->vq_slot * seq : NULL;
-    r.k_win = d->k_win + d->kw_slot * seq;
-    r.v_win = d->v_win + d->vw_slot * seq;
+    r.k_quant = kvl_is_quant(d->k_bits) ? slot_base(d, seq) + d->sl.k_quant : NULL;
+    r.v_quant = kvl_is_quant(d->v_bits) ? slot_base(d, seq) + d->sl.v_quant : NULL;
+    r.k_win = kwin(d, seq);
+    r.v_win = vwin(d, seq);
     r.len = s->len[seq];
     r.kq = d->k_bits <= 4 ? s->cnt[seq].kq : 0;
     r.vq = d->v_bits <= 4 ? s->cnt[seq].vq : 0;
-    r.k_cap = d->k_cap;
-    r.v_cap = d->v_cap;
+    r.k_cap = d->sl.k_cap;
+    r.v_cap = d->sl.v_cap;
     return r;
-}
-
-/* The counts after appending m tokens to (len, kq, vq), token by token (kvq_append_plan with
- * both tensors compressed; a 16-bit tensor ignores its count). */
-static void advance(int len, int m, int R, int *kq, int *vq) {
-    for (int i = 0; i < m; i++, len++) {
-        kvq_append_op op = kvq_append_plan(len, *kq, *vq, 1, 1, R);
-        if (op.v_flush >= 0) (*vq)++;
-        if (op.k_flush >= 0) *kq += R;
-    }
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -636,7 +618,7 @@ typedef struct call_tabs {
     int32_t *rows_seq; /* [n] slot of each row (attention_decode's slots) */
     int32_t *lens;     /* [n] position + 1 */
     kvq_seq_dev *desc; /* [nl][runs] each run's cache before the call */
-    kvq_append_op *op; /* [nl][runs] its append plan (decode rows) */
+    kvl_append_op *op; /* [nl][runs] its append plan (decode rows) */
     int runs;
 } call_tabs;
 
@@ -651,7 +633,7 @@ static akv_status pack_tables(stage_cuda *s, int n, const int32_t *seq, const in
     const size_t o_seq = round_up((size_t)n * 4, 16), o_len = o_seq + round_up((size_t)n * 4, 16);
     const size_t o_desc = round_up(o_len + (size_t)n * 4, 64);
     const size_t o_op = o_desc + (size_t)s->nl * runs * sizeof(kvq_seq_dev);
-    const size_t total = o_op + (size_t)s->nl * runs * sizeof(kvq_append_op);
+    const size_t total = o_op + (size_t)s->nl * runs * sizeof(kvl_append_op);
     if (total > s->stage_bytes)
         return akv_fail(err, AKV_ERUNTIME, "internal: %d runs of call tables exceed the block",
                         runs);
@@ -659,14 +641,14 @@ static akv_status pack_tables(stage_cuda *s, int n, const int32_t *seq, const in
     memcpy(h + o_seq, seq, (size_t)n * 4);
     int32_t *lens = (int32_t *)(h + o_len);
     kvq_seq_dev *desc = (kvq_seq_dev *)(h + o_desc);
-    kvq_append_op *op = (kvq_append_op *)(h + o_op);
+    kvl_append_op *op = (kvl_append_op *)(h + o_op);
     for (int i = 0; i < n; i++) lens[i] = pos[i] + 1;
     for (int l = 0; l < s->nl; l++)
         for (int i = 0; i < n; i++) {
             if (i > 0 && seq[i] == seq[i - 1]) continue;
             const kvq_seq_dev r = seq_desc(s, l, seq[i]);
             desc[(size_t)l * runs + s->entry[i]] = r;
-            op[(size_t)l * runs + s->entry[i]] = kvq_append_plan(r.len, r.kq, r.vq,
+            op[(size_t)l * runs + s->entry[i]] = kvl_append_plan(r.len, r.kq, r.vq,
                                                                  s->kv[l].k_bits,
                                                                  s->kv[l].v_bits, s->R);
         }
@@ -674,7 +656,7 @@ static akv_status pack_tables(stage_cuda *s, int n, const int32_t *seq, const in
     t->rows_seq = (int32_t *)(d + o_seq);
     t->lens = (int32_t *)(d + o_len);
     t->desc = (kvq_seq_dev *)(d + o_desc);
-    t->op = (kvq_append_op *)(d + o_op);
+    t->op = (kvl_append_op *)(d + o_op);
     t->runs = runs;
     return stage_upload(s, total, err);
 }
@@ -690,7 +672,7 @@ static akv_status decode_rows(stage_cuda *s, int l, int n, int r0, int nb, const
     int max_len = 1, max_tail = 1, any_flush = 0;
     for (int i = r0; i < r0 + nb; i++) {
         const kvq_seq_dev r = seq_desc(s, l, seq[i]);
-        const kvq_append_op op = kvq_append_plan(r.len, r.kq, r.vq, d->k_bits, d->v_bits, s->R);
+        const kvl_append_op op = kvl_append_plan(r.len, r.kq, r.vq, d->k_bits, d->v_bits, s->R);
         if (pos[i] + 1 > max_len) max_len = pos[i] + 1;
         const int tl = kvattn_tail_len(r.len, r.kq, r.vq, d->k_bits, d->v_bits);
         if (tl > max_tail) max_tail = tl;
@@ -705,8 +687,8 @@ static akv_status decode_rows(stage_cuda *s, int l, int n, int r0, int nb, const
                                              max_len) > s->ws_bytes && nb > 1)
             goto split;
         CUDA_CHECK(err, kvq_append_cuda(&ap, s->stream));
-        attention_decode_args a = {s->att + r0 * QD, s->q + r0 * QD, d->k_win, d->v_win,
-                                   d->kw_slot, t->rows_seq + r0, t->lens + r0, nb, max_len,
+        attention_decode_args a = {s->att + r0 * QD, s->q + r0 * QD, kwin(d, 0), vwin(d, 0),
+                                   d->sl.bytes / 2, t->rows_seq + r0, t->lens + r0, nb, max_len,
                                    c->n_heads, c->n_kv_heads, c->head_dim, scale, s->ws,
                                    s->ws_bytes};
         CUDA_CHECK(err, attention_decode_cuda(&a, s->stream));
@@ -740,7 +722,7 @@ static akv_status prefill_run(stage_cuda *s, int l, int n, int r0, int m, int sq
     const int len = s->len[sq];
     akv_status st = AKV_OK;
     if (!d->quant) { /* fp16: slot = position */
-        uint16_t *kw = d->k_win + d->kw_slot * sq, *vw = d->v_win + d->vw_slot * sq;
+        uint16_t *kw = kwin(d, sq), *vw = vwin(d, sq);
         CUDA_CHECK(err, f32_to_f16_cuda(kw + (size_t)len * KD, s->k + r0 * KD, (size_t)m * KD,
                                         s->stream));
         CUDA_CHECK(err, f32_to_f16_cuda(vw + (size_t)len * KD, s->v + r0 * KD, (size_t)m * KD,
@@ -761,7 +743,7 @@ static akv_status prefill_run(stage_cuda *s, int l, int n, int r0, int m, int sq
                                            c->n_heads, c->n_kv_heads, c->head_dim, scale,
                                            s->stream));
     int kq = s->cnt[sq].kq, vq = s->cnt[sq].vq, kq1 = kq, vq1 = vq;
-    advance(len, m, s->R, &kq1, &vq1);
+    kvl_advance(len, m, 1, 1, s->R, &kq1, &vq1); /* both as if quantized; a 16-bit one ignores it */
     kvq_commit_args ca;
     ca.seq = desc, ca.k = s->kd, ca.v = s->vd;
     ca.len_new = len + m;
@@ -833,7 +815,7 @@ akv_status scu_forward(stage_cuda *s, int n, const int32_t *seq, const int32_t *
     for (int i = 0; i < n;) { /* the host mirror of every sequence's counts */
         int j = i;
         while (j < n && seq[j] == seq[i]) j++;
-        advance(s->len[seq[i]], j - i, s->R, &s->cnt[seq[i]].kq, &s->cnt[seq[i]].vq);
+        kvl_advance(s->len[seq[i]], j - i, 1, 1, s->R, &s->cnt[seq[i]].kq, &s->cnt[seq[i]].vq);
         s->len[seq[i]] = pos[j - 1] + 1;
         i = j;
     }
@@ -845,7 +827,7 @@ int scu_kv_dump(stage_cuda *s, int layer, int seq, uint16_t *k, uint16_t *v, akv
     const int len = s->len[seq];
     const size_t KD = (size_t)s->c->n_kv_heads * s->c->head_dim, n = (size_t)len * KD;
     akv_status st = AKV_OK;
-    const uint16_t *ks = d->k_win + d->kw_slot * seq, *vs = d->v_win + d->vw_slot * seq;
+    const uint16_t *ks = kwin(d, seq), *vs = vwin(d, seq);
     if (d->quant) { /* expand into the dense scratch first */
         uint8_t *h, *dv;
         if ((st = stage_begin(s, &h, &dv, err))) return -1;

@@ -3,8 +3,9 @@
  *      written) / time, median of 15 after 3 warm-ups;
  *  (b) decode attention at Llama-3-8B's shape (32 query / 8 kv heads, head_dim 128) for
  *      B 16 x T 32768, B 1 x T 131072 and B 16 x T 2048: the fp16 cache (attention_decode_cuda),
- *      and the compressed cache (kvattn_cuda) at asymkv:32/0 (keys 2-bit, values 1-bit) and
- *      all 1-bit, G 32, R 128, each impl; random data (never zeros), CUDA events around each call, 5
+ *      and the compressed cache (kvattn_cuda) on the tensor cores at asymkv:32/0 (keys 2-bit,
+ *      values 1-bit), all 1-bit, kivi2, kivi4, K16/V1, K2/V16, and the scalar fp32 impl at
+ *      asymkv:32/0, G 32, R 128; random data (never zeros), CUDA events around each call, 5
  *      warm-ups, median of 30; inputs rotated over several copies when one copy would fit in
  *      twice the L2.
  * Prints bytes that must be read (codes + scales/zeros + windows + q + the new k/v), time, GB/s and
@@ -21,7 +22,7 @@
 #include "common.h"
 #include "cuda_check.h"
 #include "kernels_cuda.h"
-#include "kvquant.h"
+#include "kvlayout.h"
 #include "testutil.h" /* rng_next, rng_uniform */
 
 #define H_Q 32
@@ -121,32 +122,18 @@ static cudaError_t attn_launch(void *p, int copy, cudaStream_t s) {
     return c->fp16 ? attention_decode_cuda(&c->da[copy], s) : kvattn_cuda(&c->ka[copy], s);
 }
 
-/* Per-sequence region bytes and offsets of a kvcache-shaped layout (ctx = T rounded to G). */
-typedef struct layout {
-    size_t kq_bytes, vq_bytes, kw_bytes, vw_bytes, seq_bytes;
-    int k_cap, v_cap;
-} layout;
-
-static layout make_layout(int kb, int vb, int T) {
-    const size_t row = (size_t)H_KV * HD, C = ((size_t)T + GRP - 1) / GRP * GRP;
-    layout L;
-    L.kq_bytes = kb <= 4 ? C / GRP * row * kvq_group_bytes(kb, GRP) : 0;
-    L.vq_bytes = vb <= 4 ? C * (row / GRP) * kvq_group_bytes(vb, GRP) : 0;
-    L.k_cap = kb <= 4 ? RES : (int)C;
-    L.v_cap = vb <= 4 ? RES : (int)C;
-    L.kw_bytes = (size_t)L.k_cap * row * 2, L.vw_bytes = (size_t)L.v_cap * row * 2;
-    L.seq_bytes = (L.kq_bytes + L.vq_bytes + L.kw_bytes + L.vw_bytes + 255) / 256 * 256;
-    return L;
-}
-
-/* Random units: codes random bits, scale in [0.01, 0.3), zero in [-1, 0) (valid fp16). */
-static void fill_units(uint8_t *p, size_t n_units, int bits, uint32_t *s) {
-    const size_t ub = kvq_group_bytes(bits, GRP), words = (size_t)GRP * bits / 32;
-    for (size_t u = 0; u < n_units; u++) {
-        uint32_t *w = (uint32_t *)(p + u * ub);
-        for (size_t i = 0; i < words; i++) w[i] = rng_next(s);
-        w[words] = (uint32_t)akv_f32_to_f16(rng_uniform(s, 0.01f, 0.3f)) |
-                   ((uint32_t)akv_f32_to_f16(rng_uniform(s, -1.0f, 0.0f)) << 16);
+/* Random records: codes random bits, scales in [0.01, 0.3), zeros in [-1, 0) (valid fp16). */
+static void fill_records(uint8_t *p, size_t n_rec, int bits, uint32_t *s) {
+    const size_t rb = kvl_record_bytes(bits, HD, GRP), cw = kvl_scale_off(bits, HD, GRP) / 4;
+    for (size_t r = 0; r < n_rec; r++) {
+        uint8_t *rec = p + r * rb;
+        uint32_t *w = (uint32_t *)rec;
+        for (size_t i = 0; i < cw; i++) w[i] = rng_next(s);
+        uint16_t *sz = (uint16_t *)(rec + kvl_scale_off(bits, HD, GRP));
+        for (int c = 0; c < HD; c++) {
+            sz[c] = akv_f32_to_f16(rng_uniform(s, 0.01f, 0.3f));
+            sz[HD + c] = akv_f32_to_f16(rng_uniform(s, -1.0f, 0.0f));
+        }
     }
 }
 
@@ -165,12 +152,12 @@ static void report(result *r, double copy_gbps) {
 }
 
 /* The compressed cache at widths kb/vb for shape sh, timed with impl; fills r. */
-static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_split,
-                            const char *label, size_t l2, cudaStream_t s, result *r) {
+static int bench_compressed(const shape *sh, int kb, int vb, int impl, const char *label,
+                            size_t l2, cudaStream_t s, result *r) {
     const int B = sh->B, T = sh->T, len = T - 1;
     const size_t row = (size_t)H_KV * HD;
-    const layout L = make_layout(kb, vb, T);
-    const size_t total = L.seq_bytes * B;
+    const kvl_slot L = kvl_slot_layout(kb, vb, H_KV, HD, GRP, RES, kvl_ctx_round(T, GRP));
+    const size_t total = L.bytes * B;
     const kvattn_args probe = {.n_batch = B, .max_len = T, .max_tail = RES + 64, .n_heads = H_Q,
                                .n_kv_heads = H_KV, .head_dim = HD, .group = GRP, .k_bits = kb,
                                .v_bits = vb, .impl = impl};
@@ -181,7 +168,7 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_
     attn_ctx *c = calloc(1, sizeof *c);
     c->copies = total < 2 * l2 ? 4 : 1;
     uint32_t seed = 0x6e0u + (uint32_t)kb * 7 + (uint32_t)vb;
-    uint8_t *h = xmalloc(L.seq_bytes);
+    uint8_t *h = xmalloc(L.bytes);
     float *q = xmalloc((size_t)B * H_Q * HD * 4), *kn = xmalloc((size_t)B * row * 4);
     for (size_t i = 0; i < (size_t)B * H_Q * HD; i++) q[i] = rng_uniform(&seed, -2.0f, 2.0f);
     for (size_t i = 0; i < (size_t)B * row; i++)
@@ -195,16 +182,14 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_
         kvq_seq_dev *seqs = xmalloc(sizeof(kvq_seq_dev) * B);
         for (int b = 0; b < B; b++) {
             if (cp == 0 && b == 0) { /* one random sequence image, reused (timing only) */
-                if (kb <= 4) fill_units(h, L.kq_bytes / kvq_group_bytes(kb, GRP), kb, &seed);
-                if (vb <= 4) fill_units(h + L.kq_bytes, L.vq_bytes / kvq_group_bytes(vb, GRP), vb, &seed);
-                fill_f16((uint16_t *)(h + L.kq_bytes + L.vq_bytes), (L.kw_bytes + L.vw_bytes) / 2,
-                         -1.0f, 1.0f, &seed);
+                if (kb <= 4) fill_records(h, (L.v_quant - L.k_quant) / kvl_record_bytes(kb, HD, GRP), kb, &seed);
+                if (vb <= 4) fill_records(h + L.v_quant, (L.k_win - L.v_quant) / kvl_record_bytes(vb, HD, GRP), vb, &seed);
+                fill_f16((uint16_t *)(h + L.k_win), (L.bytes - L.k_win) / 2, -1.0f, 1.0f, &seed);
             }
-            uint8_t *base = d + (size_t)b * L.seq_bytes;
-            CUDA_CHECK_EXIT(cudaMemcpy(base, h, L.seq_bytes, cudaMemcpyHostToDevice));
-            seqs[b] = (kvq_seq_dev){base, base + L.kq_bytes,
-                                    (uint16_t *)(base + L.kq_bytes + L.vq_bytes),
-                                    (uint16_t *)(base + L.kq_bytes + L.vq_bytes + L.kw_bytes),
+            uint8_t *base = d + (size_t)b * L.bytes;
+            CUDA_CHECK_EXIT(cudaMemcpy(base, h, L.bytes, cudaMemcpyHostToDevice));
+            seqs[b] = (kvq_seq_dev){base + L.k_quant, base + L.v_quant,
+                                    (uint16_t *)(base + L.k_win), (uint16_t *)(base + L.v_win),
                                     len, kq, vq, L.k_cap, L.v_cap, 0};
             const int tl = kvattn_tail_len(len, kq, vq, kb, vb);
             max_tail = tl > max_tail ? tl : max_tail;
@@ -212,8 +197,7 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_
         kvattn_args *a = &c->ka[cp];
         *a = (kvattn_args){.n_batch = B, .max_len = T, .max_tail = max_tail, .n_heads = H_Q,
                            .n_kv_heads = H_KV, .head_dim = HD, .group = GRP, .k_bits = kb,
-                           .v_bits = vb, .scale = 1.0f / sqrtf((float)HD), .impl = impl,
-                           .tail_split = tail_split};
+                           .v_bits = vb, .scale = 1.0f / sqrtf((float)HD), .impl = impl};
         CUDA_CHECK_EXIT(cudaMalloc((void **)&a->seqs, sizeof(kvq_seq_dev) * B));
         CUDA_CHECK_EXIT(cudaMemcpy((void *)a->seqs, seqs, sizeof(kvq_seq_dev) * B, cudaMemcpyHostToDevice));
         CUDA_CHECK_EXIT(cudaMalloc((void **)&a->q, (size_t)B * H_Q * HD * 4));
@@ -228,8 +212,8 @@ static int bench_compressed(const shape *sh, int kb, int vb, int impl, int tail_
     }
     /* Bytes that must be read: the stored part of every sequence, q, the new k and v. */
     double per_seq = 0;
-    if (kb <= 4) per_seq += (double)kq / GRP * row * kvq_group_bytes(kb, GRP);
-    if (vb <= 4) per_seq += (double)vq * (row / GRP) * kvq_group_bytes(vb, GRP);
+    if (kb <= 4) per_seq += (double)kq * H_KV * kvl_token_bytes(kb, HD, GRP);
+    if (vb <= 4) per_seq += (double)vq * H_KV * kvl_token_bytes(vb, HD, GRP);
     per_seq += (double)(len - kq) * row * 2 + (double)(len - vq) * row * 2;
     per_seq += (double)H_Q * HD * 4 + 2.0 * row * 4;
     snprintf(r->kernel, sizeof r->kernel, "%s", label);
@@ -324,14 +308,11 @@ int main(int argc, char **argv) {
         {"B16xT32k", 16, 32768}, {"B1xT128k", 1, 131072}, {"B16xT2k", 16, 2048}};
     const struct {
         const char *name;
-        int kb, vb, impl, tail_split;
-    } kinds[] = {{"asymkv:32/0 mma", 2, 1, KVATTN_MMA, 0},
-                 {"all-1bit mma", 1, 1, KVATTN_MMA, 0},
-                 {"asymkv:32/0 mma t32", 2, 1, KVATTN_MMA, 32}, /* tail in 32-position parts */
-                 {"all-1bit mma t32", 1, 1, KVATTN_MMA, 32},
-                 {"asymkv:32/0 scalar", 2, 1, KVATTN_SCALAR, 0},
-                 {"all-1bit scalar", 1, 1, KVATTN_SCALAR, 0},
-                 {"kivi2 mma", 2, 2, KVATTN_MMA, 0}};
+        int kb, vb, impl;
+    } kinds[] = {{"asymkv:32/0 tc", 2, 1, KVATTN_MMA},   {"all-1bit tc", 1, 1, KVATTN_MMA},
+                 {"kivi2 tc", 2, 2, KVATTN_MMA},         {"kivi4 tc", 4, 4, KVATTN_MMA},
+                 {"K16/V1 tc", 16, 1, KVATTN_MMA},       {"K2/V16 tc", 2, 16, KVATTN_MMA},
+                 {"asymkv:32/0 scalar", 2, 1, KVATTN_SCALAR}};
     result res[32];
     int n = 0;
     for (int si = 0; si < 3; si++) {
@@ -339,7 +320,7 @@ int main(int argc, char **argv) {
         if (bench_fp16(&shapes[si], l2, s, &res[n])) report(&res[n++], copy);
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
             if (bench_compressed(&shapes[si], kinds[k].kb, kinds[k].vb, kinds[k].impl,
-                                 kinds[k].tail_split, kinds[k].name, l2, s, &res[n]))
+                                 kinds[k].name, l2, s, &res[n]))
                 report(&res[n++], copy);
     }
     const char *out = getenv("OUT");

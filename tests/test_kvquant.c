@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "kvcache.h"
 #include "kvconfig.h"
+#include "kvlayout.h"
 #include "kvquant.h"
 
 static double gauss(unsigned *s) {
@@ -17,80 +18,81 @@ static double gauss(unsigned *s) {
     return sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-static uint16_t meta(const uint8_t *u, int bits, int G, int which) {
-    uint16_t h;
-    memcpy(&h, u + G * bits / 8 + 2 * which, 2);
-    return h;
+/* A group quantized: codes, and the dequantized values through the fp16 scale / zero. */
+typedef struct qgroup {
+    uint8_t codes[128];
+    uint16_t scale, zero;
+} qgroup;
+
+static qgroup quant(const float *x, size_t stride, int bits, int G) {
+    qgroup q;
+    kvq_quantize(x, stride, bits, G, q.codes, &q.scale, &q.zero);
+    return q;
 }
 
-Test(kvquant, hand_made_bit_layouts) {
+Test(kvquant, hand_made_codes) {
     float x[32];
-    uint8_t u[64];
     for (int i = 0; i < 32; i++) x[i] = (float)(i % 2);
-    kvq_quantize_group(u, x, 1, 1, 32);
-    cr_expect_eq(((uint32_t *)u)[0], 0xAAAAAAAAu, "1-bit LSB-first: odd elements set");
-    cr_expect_eq(meta(u, 1, 32, 0), 0x3c00, "scale 1.0");
-    cr_expect_eq(meta(u, 1, 32, 1), 0x0000, "zero 0.0");
+    qgroup q = quant(x, 1, 1, 32);
+    for (int i = 0; i < 32; i++) cr_expect_eq(q.codes[i], i % 2, "1-bit element %d", i);
+    cr_expect_eq(q.scale, 0x3c00, "scale 1.0");
+    cr_expect_eq(q.zero, 0x0000, "zero 0.0");
     for (int i = 0; i < 32; i++) x[i] = (float)(i % 4);
-    kvq_quantize_group(u, x, 1, 2, 32);
-    cr_expect_eq(((uint32_t *)u)[0], 0xE4E4E4E4u);
-    cr_expect_eq(((uint32_t *)u)[1], 0xE4E4E4E4u);
+    q = quant(x, 1, 2, 32);
+    for (int i = 0; i < 32; i++) cr_expect_eq(q.codes[i], i % 4);
     for (int i = 0; i < 32; i++) x[i] = (float)(i % 16) - 3.0f;
-    kvq_quantize_group(u, x, 1, 4, 32);
-    cr_expect_eq(((uint32_t *)u)[0], 0x76543210u);
-    cr_expect_eq(((uint32_t *)u)[1], 0xFEDCBA98u);
-    cr_expect_eq(meta(u, 4, 32, 1), 0xc200, "zero -3.0");
+    q = quant(x, 1, 4, 32);
+    for (int i = 0; i < 32; i++) cr_expect_eq(q.codes[i], i % 16);
+    cr_expect_eq(q.zero, 0xc200, "zero -3.0");
     /* strided input: a key channel inside a [token][channel] matrix */
     float m[32 * 3];
     for (int t = 0; t < 32; t++) m[t * 3 + 1] = t < 16 ? -1.0f : 1.0f;
-    kvq_quantize_group(u, m + 1, 3, 1, 32);
-    cr_expect_eq(((uint32_t *)u)[0], 0xFFFF0000u);
+    q = quant(m + 1, 3, 1, 32);
+    for (int t = 0; t < 32; t++) cr_expect_eq(q.codes[t], t >= 16);
 }
 
 Test(kvquant, round_half_to_even_and_constant_groups) {
-    float x[32] = {0}, y[32];
-    uint8_t u[64];
+    float x[32] = {0};
     x[1] = 2.0f;
     x[2] = 1.0f; /* exactly the 1-bit midpoint -> 0 */
-    kvq_quantize_group(u, x, 1, 1, 32);
-    cr_expect_eq(kvq_code(u, 1, 1), 1u);
-    cr_expect_eq(kvq_code(u, 1, 2), 0u);
+    qgroup q = quant(x, 1, 1, 32);
+    cr_expect_eq(q.codes[1], 1u);
+    cr_expect_eq(q.codes[2], 0u);
     x[1] = 3.0f;
     x[2] = 1.5f; /* 2-bit u = 1.5 -> 2 */
     x[3] = 2.5f; /* u = 2.5 -> 2 */
     x[4] = 0.5f; /* u = 0.5 -> 0 */
-    kvq_quantize_group(u, x, 1, 2, 32);
-    cr_expect_eq(kvq_code(u, 2, 2), 2u);
-    cr_expect_eq(kvq_code(u, 2, 3), 2u);
-    cr_expect_eq(kvq_code(u, 2, 4), 0u);
+    q = quant(x, 1, 2, 32);
+    cr_expect_eq(q.codes[2], 2u);
+    cr_expect_eq(q.codes[3], 2u);
+    cr_expect_eq(q.codes[4], 0u);
     for (int b = 1; b <= 4; b *= 2) {
         for (int i = 0; i < 32; i++) x[i] = 0.3f;
-        kvq_quantize_group(u, x, 1, b, 32);
-        kvq_dequantize_group(y, 1, u, b, 32);
-        for (int i = 0; i < 32; i++)
-            cr_expect(y[i] == akv_f16_to_f32(akv_f32_to_f16(0.3f)), "%d-bit constant -> %g", b, y[i]);
+        q = quant(x, 1, b, 32);
+        for (int i = 0; i < 32; i++) {
+            const float y = kvq_dequant(q.codes[i], q.scale, q.zero);
+            cr_expect(y == akv_f16_to_f32(akv_f32_to_f16(0.3f)), "%d-bit constant -> %g", b, y);
+        }
     }
 }
 
 Test(kvquant, roundtrip_rmse_budgets_with_outlier_channels) {
     unsigned seed = 7;
     const int T = 32, D = 64;
-    float k[32 * 64], y[32];
-    uint8_t u[64];
+    float k[32 * 64];
     for (int f = 0; f < 3; f++) {
         const kvq_format *fmt = &KVQ_FORMATS[f];
-        cr_expect_eq(kvq_group_bytes(fmt->bits, 32), fmt->group32_bytes);
+        cr_expect_eq(kvq_format_index(fmt->bits), f);
         double se_plain = 0, se_scaled = 0;
         long n = 0;
         for (int rep = 0; rep < 200; rep++) {
             for (int t = 0; t < T; t++) /* channels 5 and 40 are x25 outliers */
                 for (int c = 0; c < D; c++) k[t * D + c] = (float)gauss(&seed) * (c == 5 || c == 40 ? 25.0f : 1.0f);
             for (int c = 0; c < D; c++) { /* per channel, as keys are quantized */
-                kvq_quantize_group(u, k + c, D, fmt->bits, 32);
-                kvq_dequantize_group(y, 1, u, fmt->bits, 32);
+                const qgroup q = quant(k + c, D, fmt->bits, 32);
                 double sc = (c == 5 || c == 40) ? 25.0 : 1.0;
                 for (int t = 0; t < T; t++) {
-                    double e = (y[t] - k[t * D + c]) / sc;
+                    double e = (kvq_dequant(q.codes[t], q.scale, q.zero) - k[t * D + c]) / sc;
                     if (sc == 1.0) se_plain += e * e, n++;
                     else se_scaled += e * e;
                 }
@@ -104,6 +106,105 @@ Test(kvquant, roundtrip_rmse_budgets_with_outlier_channels) {
     }
     cr_expect(KVQ_FORMATS[0].rmse_budget > KVQ_FORMATS[1].rmse_budget &&
               KVQ_FORMATS[1].rmse_budget > KVQ_FORMATS[2].rmse_budget);
+}
+
+/* ---- kvlayout.h: where codes, scales and zeros sit ---- */
+
+/* Every code of a tile has its own bits, and together they fill the tile's D * bits words. */
+static void check_code_places(int is_key, int bits, int D) {
+    const int words = D * bits;
+    uint32_t *seen = calloc((size_t)words, 4);
+    int overlaps = 0;
+    for (int tau = 0; tau < KVL_TILE; tau++)
+        for (int c = 0; c < D; c++) {
+            int w, b;
+            if (is_key) kvl_key_code_loc(bits, D, tau, c, &w, &b);
+            else kvl_value_code_loc(bits, D, tau, c, &w, &b);
+            cr_assert(w >= 0 && w < words && b >= 0 && b + bits <= 32, "%s b%d D%d: (%d, %d) at word %d bit %d",
+                      is_key ? "key" : "value", bits, D, tau, c, w, b);
+            const uint32_t m = ((1u << bits) - 1u) << b;
+            overlaps += (seen[w] & m) != 0;
+            seen[w] |= m;
+        }
+    int full = 1;
+    for (int i = 0; i < words; i++) full &= seen[i] == 0xffffffffu;
+    cr_expect_eq(overlaps, 0, "%s b%d D%d: %d codes share bits", is_key ? "key" : "value", bits, D, overlaps);
+    cr_expect(full, "%s b%d D%d: some bits of the tile belong to no code", is_key ? "key" : "value", bits, D);
+    free(seen);
+}
+
+Test(kvlayout, every_code_has_its_own_bits) {
+    const int Ds[] = {16, 32, 48, 64, 80, 96, 128, 256};
+    for (int b = 1; b <= 4; b *= 2)
+        for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; i++) {
+            check_code_places(1, b, Ds[i]);
+            if (Ds[i] % 32 == 0) check_code_places(0, b, Ds[i]); /* values: D % G == 0 */
+        }
+}
+
+Test(kvlayout, channel_permutation_stays_in_its_chunk) {
+    const int Ds[] = {16, 48, 80, 128};
+    for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; i++)
+        for (int c = 0; c < Ds[i]; c++) {
+            const int l = kvl_logical(c, Ds[i]);
+            cr_expect_eq(kvl_physical(l, Ds[i]), c, "D%d: channel %d", Ds[i], c);
+            cr_expect_eq(l / 32, c / 32, "D%d: channel %d left its chunk", Ds[i], c);
+        }
+    /* lane t of a chunk reads physical channels 8t .. 8t+7: logical 2t, 2t+1 of each 8 */
+    for (int t = 0; t < 4; t++)
+        for (int h = 0; h < 4; h++)
+            for (int e = 0; e < 2; e++) cr_expect_eq(kvl_logical(8 * t + 2 * h + e, 64), 8 * h + 2 * t + e);
+}
+
+Test(kvlayout, hand_made_places) {
+    int w, b;
+    /* 1-bit key (token 0, channel 0) of head_dim 128: lane 0's first word, bit 15 (register 0) */
+    kvl_key_code_loc(1, 128, 0, 0, &w, &b);
+    cr_expect(w == 0 && b == 15, "word %d bit %d", w, b);
+    /* token 1: the high half of the same register */
+    kvl_key_code_loc(1, 128, 1, 0, &w, &b);
+    cr_expect(w == 4 * 4 && b == 15, "token 1 -> lane 4: word %d bit %d", w, b); /* g = 1: lane 4 */
+    /* physical channel 1 is logical channel 1: the high half of lane 0's register 0 */
+    kvl_key_code_loc(1, 128, 0, 1, &w, &b);
+    cr_expect(w == 0 && b == 31, "word %d bit %d", w, b);
+    /* token 8 (row g + 8): register 1 of lane 0, bits 13 / 29 (v = 1, class c8 = 0) */
+    kvl_key_code_loc(1, 128, 8, 0, &w, &b);
+    cr_expect(w == 0 && b == 13, "word %d bit %d", w, b);
+    /* 2-bit value (token 0, channel 0): lane 0, word 0, field 0 */
+    kvl_value_code_loc(2, 128, 0, 0, &w, &b);
+    cr_expect(w == 0 && b == 0, "word %d bit %d", w, b);
+    /* record sizes: the formula G*D*b/8 + 4D */
+    cr_expect_eq(kvl_record_bytes(1, 128, 32), 1024);
+    cr_expect_eq(kvl_record_bytes(2, 64, 64), 64 * 64 * 2 / 8 + 256);
+    cr_expect_eq(KVQ_RECORD_BYTES(4, 128, 32), kvl_record_bytes(4, 128, 32));
+}
+
+Test(kvlayout, value_scales_have_their_own_halves) {
+    const int Gs[] = {32, 64, 128};
+    for (int gi = 0; gi < 3; gi++) {
+        const int G = Gs[gi], D = 128;
+        char seen[128] = {0};
+        int bad = 0;
+        for (int p = 0; p < G; p++)
+            for (int j = 0; j < D / G; j++) {
+                const int m = kvl_vmeta_index(D, G, p, j);
+                bad += m < 0 || m >= D || seen[m]++;
+            }
+        cr_expect_eq(bad, 0, "G%d: value scale places collide", G);
+    }
+}
+
+Test(kvlayout, flush_plan_follows_kivi) {
+    /* R 64: the 64th key flushes the window; the 65th value pushes the oldest out */
+    kvl_append_op op = kvl_append_plan(63, 0, 0, 2, 1, 64);
+    cr_expect(op.k_flush == 0 && op.v_flush == -1);
+    op = kvl_append_plan(64, 64, 0, 2, 1, 64);
+    cr_expect(op.k_flush == -1 && op.v_flush == 0);
+    op = kvl_append_plan(64, 0, 0, 16, 16, 64);
+    cr_expect(op.k_flush == -1 && op.v_flush == -1, "16-bit tensors never flush");
+    int kq = 0, vq = 0;
+    kvl_advance(0, 200, 1, 1, 64, &kq, &vq);
+    cr_expect(kq == 192 && vq == 136, "kq %d vq %d", kq, vq);
 }
 
 /* A cache of one layer with the given widths, filled with `len` random tokens appended in
@@ -289,4 +390,17 @@ Test(kvconfig, average_bits) {
     cr_expect_float_eq(kvcfg_avg_bits(&c, 128), 3.0, 1e-9);
     kvcfg_parse(&c, "fp16", 4, 2, 32, 128, &err);
     cr_expect_float_eq(kvcfg_avg_bits(&c, 128), 16.0, 1e-9);
+}
+
+Test(kvconfig, head_dim_the_layout_needs) {
+    kv_config c;
+    akv_err err = {0};
+    cr_assert_eq(kvcfg_parse(&c, "k=2x1;v=16x1", 1, 2, 32, 128, &err), AKV_OK);
+    cr_expect_eq(kvcfg_check_head_dim(&c, 80, &err), AKV_OK, "80 = 5 x 16 takes quantized keys");
+    akv_err e = {0};
+    cr_expect_eq(kvcfg_check_head_dim(&c, 40, &e), AKV_EINPUT);
+    cr_expect(strstr(e.msg, "multiple of 16") && strstr(e.msg, "16-bit keys"), "%s", e.msg);
+    cr_assert_eq(kvcfg_parse(&c, "kivi2", 1, 2, 32, 128, &err), AKV_OK);
+    akv_err e2 = {0};
+    cr_expect_eq(kvcfg_check_head_dim(&c, 80, &e2), AKV_EINPUT, "values need D %% G == 0");
 }

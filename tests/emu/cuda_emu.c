@@ -342,27 +342,23 @@ cudaError_t kvattn_cuda(const kvattn_args *a, cudaStream_t stream) {
     return cudaSuccess;
 }
 
-static size_t unit_bytes(int bits, int G) { return kvq_group_bytes(bits, G); }
-
 /* Key block starting at p0 of head g, channel c, from rows x(i) (fp16 values). */
-static void quant_key(const kvq_seq_dev *s, const uint16_t *rows, size_t row_stride, int first_row,
-                      int p0, int g, int c, int H, int D, int G, int bits, int from_window) {
+static void quant_key(const kvq_seq_dev *s, const uint16_t *rows, size_t row_stride, int p0, int g,
+                      int c, int H, int D, int G, int bits, int from_window) {
     float x[128];
     for (int i = 0; i < G; i++) {
         const int p = p0 + i;
-        const size_t r = from_window ? (size_t)(p % s->k_cap) : (size_t)(p - first_row);
+        const size_t r = from_window ? (size_t)(p % s->k_cap) : (size_t)p;
         x[i] = akv_f16_to_f32(rows[r * row_stride + (size_t)g * D + c]);
     }
-    kvq_quantize_group(s->k_quant + (((size_t)(p0 / G) * H + g) * D + c) * unit_bytes(bits, G), x,
-                       1, bits, G);
+    kvq_put_key_group(s->k_quant, bits, H, D, G, p0 / G, g, c, x);
 }
 
 static void quant_value(const kvq_seq_dev *s, const uint16_t *row, int p, int g, int j, int H,
                         int D, int G, int bits) {
     float x[128];
     for (int i = 0; i < G; i++) x[i] = akv_f16_to_f32(row[(size_t)g * D + (size_t)j * G + i]);
-    kvq_quantize_group(s->v_quant + (((size_t)p * H + g) * (D / G) + j) * unit_bytes(bits, G), x,
-                       1, bits, G);
+    kvq_put_value_group(s->v_quant, bits, H, D, G, p, g, j, x);
 }
 
 cudaError_t kvq_append_cuda(const kvq_append_args *a, cudaStream_t stream) {
@@ -373,7 +369,7 @@ cudaError_t kvq_append_cuda(const kvq_append_args *a, cudaStream_t stream) {
     const size_t row = (size_t)H * D;
     for (int b = 0; b < a->n_batch; b++) {
         const kvq_seq_dev *s = &a->seqs[b];
-        const kvq_append_op op = a->ops[b];
+        const kvl_append_op op = a->ops[b];
         if (a->v_bits <= 4 && op.v_flush >= 0) {
             const uint16_t *vr = s->v_win + (size_t)(op.v_flush % s->v_cap) * row;
             for (int g = 0; g < H; g++)
@@ -389,16 +385,10 @@ cudaError_t kvq_append_cuda(const kvq_append_args *a, cudaStream_t stream) {
             for (int blk = 0; blk < a->residual / G; blk++)
                 for (int g = 0; g < H; g++)
                     for (int c = 0; c < D; c++)
-                        quant_key(s, s->k_win, row, 0, op.k_flush + blk * G, g, c, H, D, G,
+                        quant_key(s, s->k_win, row, op.k_flush + blk * G, g, c, H, D, G,
                                   a->k_bits, 1);
     }
     return cudaSuccess;
-}
-
-cudaError_t kvq_flush_cuda(const kvq_flush_args *a, cudaStream_t stream) {
-    (void)a, (void)stream;
-    fprintf(stderr, "kvq_flush_cuda: not emulated (the stage does not use it)\n");
-    return cudaErrorInvalidValue;
 }
 
 cudaError_t kvq_dense_cuda(uint16_t *k, uint16_t *v, const kvq_seq_dev *seq, int len,
@@ -432,7 +422,7 @@ cudaError_t kvq_commit_cuda(const kvq_commit_args *a, cudaStream_t stream) {
         for (int p0 = a->kq; p0 < a->kq_new; p0 += G)
             for (int g = 0; g < H; g++)
                 for (int c = 0; c < D; c++)
-                    quant_key(s, a->k, row, 0, p0, g, c, H, D, G, a->k_bits, 0);
+                    quant_key(s, a->k, row, p0, g, c, H, D, G, a->k_bits, 0);
     if (a->v_bits <= 4)
         for (int p = a->vq; p < a->vq_new; p++)
             for (int g = 0; g < H; g++)

@@ -95,7 +95,6 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 #define attention_decode_cuda emu_attention_decode_cuda
 #define attention_decode_workspace_bytes emu_attention_decode_workspace_bytes
 #define kvq_append_cuda emu_kvq_append_cuda
-#define kvq_flush_cuda emu_kvq_flush_cuda
 #define kvq_round_f16_cuda emu_kvq_round_f16_cuda
 #define kvq_dense_cuda emu_kvq_dense_cuda
 #define kvq_commit_cuda emu_kvq_commit_cuda

@@ -1,6 +1,6 @@
-/* cuda_fp16.h (kernel emulation) — the few fp16 helpers kernels/kvattn.cu's scalar and combine
- * kernels use, for tests/emu/kvattn_emu.cpp, which compiles that file as host C++. Conversions
- * go through common.h's twins (round to nearest even). */
+/* cuda_fp16.h (kernel emulation) — the few fp16 helpers kernels/kvattn.cu's kernels use, for
+ * tests/emu/kvattn_emu.cpp, which compiles that file as host C++. Conversions go through
+ * common.h's twins (round to nearest even). */
 #ifndef ASYMKV_EMU_CUDA_FP16_H
 #define ASYMKV_EMU_CUDA_FP16_H
 
@@ -20,6 +20,9 @@ inline float __half2float(__half h) {
 }
 inline __half __float2half_rn(float f) {
     return __half{akv_f32_to_f16(f)};
+}
+inline unsigned short __half_as_ushort(__half h) {
+    return h.x;
 }
 
 #endif
