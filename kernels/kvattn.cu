@@ -10,9 +10,9 @@
  * the new token (its score q'.k_new, weight 2^(s - M), value v_new):
  * out = (sum_s 2^(m_s - M) o_s + 2^(s_new - M) v_new) / (sum_s 2^(m_s - M) l_s + 2^(s_new - M)).
  *  - KVATTN_MMA: kvattn_tc_kernel (kvattn_tc.cuh), tensor cores, the default where it applies
- *    (G 32, head_dim 64 / 80 / 96 / 128, a quantized K or V). Plan (kva_plan_tc): rows x fast parts
- *    about one wave of resident blocks (SM count x blocks per SM), each fast part 4 x tpw tiles;
- *    the tail (at most ceil(max_tail / 32) tiles) in parts of 4 x ttw tiles.
+ *    (G 32, head_dim 64 / 80 / 96 / 128, a quantized K or V). Plan (kva_plan_tc): rows x parts
+ *    about one wave of resident blocks (SM count x blocks per SM); the 4 x parts warps of a row
+ *    share its tiles by cost (a fast tile 1, a tail tile KVT_TAIL_COST: it reads fp16 rows).
  *  - KVATTN_SCALAR: kvattn_scalar_kernel, fp32, any shape the cache takes (G 64 / 128, other
  *    head_dims): grid (parts, n_kv * hchunks, n_batch), 128 threads; per tile of 128 positions:
  *    thread i scores position t0 + i against the chunk's (<= 8) heads with fp32 FMAs (the key
@@ -36,6 +36,7 @@
 #define KVA_TARGET_BLOCKS 1024 /* scalar parts */
 #define KVA_LOG2E 1.4426950408889634f
 #define KVT_MIN_BLOCKS 4       /* tensor-core blocks per SM the register allocation allows */
+#define KVT_TAIL_COST 4        /* a tail tile (fp16 rows, 16 KB at D 128) in fast tiles (2.5 KB) */
 
 /* Everything the kernels need, passed by value. */
 struct KvaParams {
@@ -46,7 +47,7 @@ struct KvaParams {
     int n_parts;
     int tc;                            /* 1: the tensor-core kernel's plan */
     int sc_split;                      /* scalar: positions per part (a multiple of KVA_TILE) */
-    int fast_parts, tpw, ttw;          /* tensor cores: fast parts, tiles per warp (fast, tail) */
+    int tail_cost;                     /* tensor cores: a tail tile's cost in fast tiles */
     float qscale;                      /* scale * log2(e) */
 };
 
@@ -67,11 +68,7 @@ static __device__ bool seq_ok(const KvaParams &P, const kvq_seq_dev &s) {
     } else if (s.vq != 0 || s.len > s.v_cap) {
         return false;
     }
-    if (!P.tc) return (long long)P.n_parts * P.sc_split >= s.len;
-    const int fast = kvattn_fast_tiles(s.kq, s.vq, P.k_bits, P.v_bits);
-    const int tail = (s.len + KVL_TILE - 1) / KVL_TILE - fast;
-    return (long long)fast <= (long long)P.fast_parts * 4 * P.tpw &&
-           (long long)tail <= (long long)(P.n_parts - P.fast_parts) * 4 * P.ttw;
+    return P.tc || (long long)P.n_parts * P.sc_split >= s.len; /* tc: every tile has a warp */
 }
 
 /* Key of position p, channel c of kv head g as fp32 (quantized: code * scale + zero). */
@@ -308,7 +305,7 @@ static __global__ void __launch_bounds__(KVA_THREADS) kvattn_combine_kernel(cons
 struct KvaPlan {
     int tc, hchunks, rows;  /* rows: n_batch * n_kv * hchunks */
     int sc_split;           /* scalar: positions per part */
-    int fast_parts, tpw, ttw, tail_parts;
+    int tail_cost;
     int n_parts;
 };
 
@@ -355,29 +352,20 @@ static size_t kva_tc_smem(int D, int KB, int VB);
 static bool kva_plan_tc(const kvattn_args *a, KvaPlan *pl) {
     const long long rows = pl->rows > 0 ? pl->rows : 1;
     const long long nt = ((long long)a->max_len - 1 + KVL_TILE - 1) / KVL_TILE; /* stored tiles */
-    const int max_tail = a->max_tail > 0 && a->max_tail < a->max_len ? a->max_tail : a->max_len;
-    const long long tt = ((long long)max_tail + KVL_TILE - 1) / KVL_TILE;
     /* blocks resident per SM: the launch bounds allow KVT_MIN_BLOCKS; shared memory may allow fewer */
     const size_t smem = kva_tc_smem(a->head_dim, a->k_bits, a->v_bits) + 1024;
     long long bps = (long long)(233472 / smem);
     bps = bps < 1 ? 1 : bps > KVT_MIN_BLOCKS ? KVT_MIN_BLOCKS : bps;
     const long long wave = (long long)kva_sm_count() * bps;
-    long long ttw = (tt + 4 * 2 - 1) / (4 * 2); /* at most 2 tail parts per row */
-    if (ttw < 1) ttw = 1;
-    const long long tail_parts = (tt + 4 * ttw - 1) / (4 * ttw);
-    long long fp = wave / rows; /* fast parts: about one wave over all rows */
-    if (fp < 1) fp = 1;
-    long long tpw = (nt + 4 * fp - 1) / (4 * fp);
-    if (tpw < 1) tpw = 1;
-    fp = (nt + 4 * tpw - 1) / (4 * tpw);
-    while (fp + tail_parts > KVA_MAX_PARTS) {
-        tpw *= 2;
-        fp = (nt + 4 * tpw - 1) / (4 * tpw);
-    }
-    pl->fast_parts = (int)fp, pl->tpw = (int)tpw, pl->ttw = (int)ttw, pl->tail_parts = (int)tail_parts;
-    pl->n_parts = (int)(fp + tail_parts);
+    long long parts = wave / rows; /* one wave over all rows */
+    if (parts < 1) parts = 1;
+    const long long most = (nt + 2 * 4 - 1) / (2 * 4); /* and at least ~2 tiles per warp */
+    if (parts > most) parts = most > 0 ? most : 1;
+    if (parts > KVA_MAX_PARTS) parts = KVA_MAX_PARTS;
+    pl->n_parts = (int)parts;
+    pl->tail_cost = KVT_TAIL_COST;
     pl->sc_split = 0;
-    return pl->n_parts >= 1;
+    return true;
 }
 
 static bool kva_plan_scalar(const kvattn_args *a, KvaPlan *pl) {
@@ -391,7 +379,7 @@ static bool kva_plan_scalar(const kvattn_args *a, KvaPlan *pl) {
     sl = (sl + KVA_TILE - 1) / KVA_TILE * KVA_TILE;
     pl->sc_split = (int)sl;
     pl->n_parts = (int)((stored + sl - 1) / sl);
-    pl->fast_parts = pl->tpw = pl->ttw = pl->tail_parts = 0;
+    pl->tail_cost = 0;
     return pl->n_parts <= KVA_MAX_PARTS;
 }
 
@@ -417,7 +405,7 @@ static KvaParams kva_params(const kvattn_args *a, const KvaPlan &pl, float *ws) 
     P.n_batch = a->n_batch, P.n_heads = a->n_heads, P.n_kv = a->n_kv_heads, P.hchunks = pl.hchunks;
     P.D = a->head_dim, P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits;
     P.max_len = a->max_len, P.n_parts = pl.n_parts, P.tc = pl.tc, P.sc_split = pl.sc_split;
-    P.fast_parts = pl.fast_parts, P.tpw = pl.tpw, P.ttw = pl.ttw;
+    P.tail_cost = pl.tail_cost;
     P.qscale = a->scale * KVA_LOG2E;
     return P;
 }

@@ -16,11 +16,11 @@
  * fragments as loaded (16 contiguous bytes per lane, kvlayout.h's channel permutation), V rows
  * transposed by movmatrix.
  *
- * Grid (fast_parts + tail_parts, n_kv * hchunks, n_batch), 4 warps. A block of the first
- * fast_parts covers 4 * tpw consecutive "fast" tiles of its row (every quantized tensor fully
- * quantized: kvattn_fast_tiles), warp w the w-th tpw of them; a tail block covers the row's
- * remaining tiles (window, the tile where values leave the window, the partial last tile), ttw
- * per warp. Each warp streams its tiles' records (K record, V record) through a ring of STAGES
+ * Grid (parts, n_kv * hchunks, n_batch), 4 warps. The 4 x parts warps of a row share its tiles
+ * by cost: "fast" tiles (every quantized tensor fully quantized: kvattn_fast_tiles) cost 1, the
+ * tail's tiles (window, the tile where values leave the window, the partial last tile) cost
+ * tail_cost, and warp w of part x takes the tiles of cost share 4x + w (consecutive). Each warp
+ * streams its tiles' records (K record, V record) through a ring of STAGES
  * shared-memory stages filled by the bulk copy engine (one elected lane, an mbarrier per stage);
  * fp16 rows are read straight into registers. At the end the 4 warps' (m, l, o) meet in shared
  * memory and the block writes one part; kvattn_combine_kernel merges parts and the new token.
@@ -158,7 +158,9 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
         load_words<T::KW>(kc, lane, kw);
         uint32_t khw = 0;
         if (T::KHALF) khw = kc[32 * T::KW + (lane & 15)] << (lane >= 16 ? 8 : 0);
-        float beta[4] = {0.f, 0.f, 0.f, 0.f};
+        /* two independent accumulator chains (even / odd k-steps) for beta and for each M-tile's
+         * scores: half the dependent-MMA latency per tile */
+        float beta[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
         for (int w = 0; w < T::NCH; w++) {
             const uint4 z = ld16(kz + 32 * w + 8 * t);
@@ -166,18 +168,19 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
 #pragma unroll
             for (int kh = 0; kh < 2; kh++) {
                 const uint32_t a[4] = {zz[2 * kh], zz[2 * kh], zz[2 * kh + 1], zz[2 * kh + 1]};
-                mma16816(beta, a, qb[2 * w + kh][0], qb[2 * w + kh][1], beta);
+                mma16816(beta[kh], a, qb[2 * w + kh][0], qb[2 * w + kh][1], beta[kh]);
             }
         }
         if (T::HALF) {
             const uint2 z = ld8(kz + 32 * T::NCH + 4 * t);
             const uint32_t a[4] = {z.x, z.x, z.y, z.y};
-            mma16816(beta, a, qb[T::NKK - 1][0], qb[T::NKK - 1][1], beta);
+            mma16816(beta[0], a, qb[T::NKK - 1][0], qb[T::NKK - 1][1], beta[0]);
         }
+        float sc2[2][4];
 #pragma unroll
         for (int m = 0; m < 2; m++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) sc[m][e] = beta[e];
+            for (int e = 0; e < 4; e++) sc[m][e] = beta[0][e], sc2[m][e] = beta[1][e];
 #pragma unroll
         for (int kk = 0; kk < T::NKK; kk++) {
             uint32_t s0, s1; /* key scales of the lane's channels of k-step kk (b0, b1 pairs) */
@@ -194,9 +197,14 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
             for (int m = 0; m < 2; m++) {
                 uint32_t a[4];
                 key_frag<KB>(a, KB == 4 ? kw[2 * kk + m] : x, KB == 1 && kk / 2 < T::KW ? kk & 1 : 0, m);
-                mma16816(sc[m], a, b0, b1, sc[m]);
+                if (kk & 1) mma16816(sc2[m], a, b0, b1, sc2[m]);
+                else mma16816(sc[m], a, b0, b1, sc[m]);
             }
         }
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) sc[m][e] += sc2[m][e];
     } else { /* fp16 keys: the window (or a 16-bit cache), slot = position % cap */
         const __half *kb = reinterpret_cast<const __half *>(s.k_win) +
                            ((size_t)(p0 % s.k_cap)) * krow + (size_t)kvh * D;
@@ -347,18 +355,18 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
     }
 }
 
-/* The warp's tiles [first, last) through its ring. */
-template <int D, int KB, int VB, bool FAST>
+/* The warp's tiles [first, last) through its ring (tiles below n_fast on the fast path). */
+template <int D, int KB, int VB>
 __device__ __forceinline__ void tc_run(const KvaParams &P, const kvq_seq_dev &s, int kvh, int first,
-                                       int last, uint8_t *ring, uint64_t *bars,
+                                       int last, int n_fast, uint8_t *ring, uint64_t *bars,
                                        const uint32_t (&qb)[D / 16][2], const uint32_t (&qk)[D / 16][2],
                                        TcState<D> &S, int lane) {
     using T = TcShape<D, KB, VB>;
     const int n = last - first;
     auto issue = [&](int tile, int stg) { /* lane 0: the records of `tile` into stage stg */
         uint8_t *dst = ring + (size_t)stg * T::STAGE;
-        const bool nk = T::KQ && (FAST || tile * KVL_TILE < s.kq);
-        const bool nv = T::VQ && (FAST || tile * KVL_TILE < s.vq);
+        const bool nk = T::KQ && tile * KVL_TILE < s.kq;
+        const bool nv = T::VQ && tile * KVL_TILE < s.vq;
         const uint32_t bytes = (nk ? T::KREC : 0) + (nv ? T::VREC : 0);
         if (!bytes) {
             mbar_arrive(&bars[stg]);
@@ -376,7 +384,9 @@ __device__ __forceinline__ void tc_run(const KvaParams &P, const kvq_seq_dev &s,
     for (int j = 0; j < n; j++) {
         if (lane == 0 && j + T::STAGES - 1 < n) issue(first + j + T::STAGES - 1, (j + T::STAGES - 1) % T::STAGES);
         mbar_wait(&bars[j % T::STAGES], (uint32_t)(j / T::STAGES) & 1u);
-        tc_tile<D, KB, VB, FAST>(P, s, kvh, first + j, ring + (size_t)(j % T::STAGES) * T::STAGE, qb, qk, S, lane);
+        const uint8_t *st = ring + (size_t)(j % T::STAGES) * T::STAGE;
+        if (first + j < n_fast) tc_tile<D, KB, VB, true>(P, s, kvh, first + j, st, qb, qk, S, lane);
+        else tc_tile<D, KB, VB, false>(P, s, kvh, first + j, st, qb, qk, S, lane);
         __syncwarp(); /* every lane is done with the stage before it is refilled */
     }
 }
@@ -397,15 +407,13 @@ static __global__ void __launch_bounds__(KVT_WARPS * 32, KVT_MIN_BLOCKS) kvattn_
     const size_t row0 = (size_t)b * P.n_heads + (size_t)kvh * group + h0; /* first head's row */
     const int n_fast = kvattn_fast_tiles(s.kq, s.vq, KB, VB), n_tiles = (s.len + KVL_TILE - 1) / KVL_TILE;
     const int part = blockIdx.x;
-    const bool fast = part < P.fast_parts;
-    int first, last;
-    if (fast) {
-        first = (part * KVT_WARPS + warp) * P.tpw;
-        last = min(first + P.tpw, n_fast);
-    } else {
-        first = n_fast + ((part - P.fast_parts) * KVT_WARPS + warp) * P.ttw;
-        last = min(first + P.ttw, n_tiles);
-    }
+    /* this warp's tiles: cost share wi of nw, a fast tile 1, a tail tile tail_cost */
+    const long long cost = n_fast + (long long)(n_tiles - n_fast) * P.tail_cost;
+    const long long nw = (long long)P.n_parts * KVT_WARPS, wi = (long long)part * KVT_WARPS + warp;
+    auto tile_at = [&](long long c) { /* the first tile starting at or after cost c */
+        return (int)(c <= n_fast ? c : n_fast + (c - n_fast + P.tail_cost - 1) / P.tail_cost);
+    };
+    const int first = tile_at(wi * cost / nw), last = tile_at((wi + 1) * cost / nw);
 
     /* q' = q * scale * log2(e) as fp16 B fragments of head g: k-step 2w + (h >> 1), register h & 1
      * holds physical channels 32w + 8t + 2h, +1 (logical 32w + 8h + 2t, +1: kvl_logical) */
@@ -447,10 +455,7 @@ static __global__ void __launch_bounds__(KVT_WARPS * 32, KVT_MIN_BLOCKS) kvattn_
     for (int mt = 0; mt < T::NKK; mt++) S.o[mt][0] = S.o[mt][1] = S.o[mt][2] = S.o[mt][3] = 0.f;
     S.z[0] = S.z[1] = S.z[2] = S.z[3] = 0.f;
     S.m[0] = S.m[1] = -INFINITY;
-    if (first < last) {
-        if (fast) tc_run<D, KB, VB, true>(P, s, kvh, first, last, ring, bars, qb, qk, S, lane);
-        else tc_run<D, KB, VB, false>(P, s, kvh, first, last, ring, bars, qb, qk, S, lane);
-    }
+    if (first < last) tc_run<D, KB, VB>(P, s, kvh, first, last, n_fast, ring, bars, qb, qk, S, lane);
 
     /* ---- the warp's state into shared memory (the rings are idle now): [warp][head][D + 2], out
      * channel c of head 2t + e = o + Z of c's group; then the block merges its warps ---- */

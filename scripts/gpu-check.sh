@@ -184,17 +184,31 @@ modelbench() {
 }
 
 # Nsight Compute: the full report of one compressed decode-attention launch of the benchmark
-# (asymkv:32/0, then all-1-bit). (ncu over a whole-model run, even filtered to a few kernels,
-# ran past 300 s on the H200: not done here.)
+# (asymkv:32/0, then all-1-bit, B16xT32k), the warp stall reasons of the first, and the SASS of
+# the two kernels (cuobjdump) for counting the tile loop's instructions. (ncu over a whole-model
+# run, even filtered to a few kernels, ran past 300 s on the H200: not done here.)
 # shellcheck disable=SC2317
 profile() {
-  local ncu=(ncu --clock-control none)
-  "${ncu[@]}" --set full -k regex:kvattn_mma -c 1 "$BUILD/tests/bench_decode_attn" --quick \
-    >"$LOGS/ncu-mma-asymkv32.txt" 2>&1 || return 1
-  "${ncu[@]}" --set full -k regex:kvattn_mma --launch-skip 10 -c 1 \
-    "$BUILD/tests/bench_decode_attn" --quick >"$LOGS/ncu-mma-1bit.txt" 2>&1 || return 1
-  grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" \
-    "$LOGS/ncu-mma-asymkv32.txt" "$LOGS/ncu-mma-1bit.txt"
+  local ncu=(ncu --clock-control none) r m=""
+  "${ncu[@]}" --set full -k regex:kvattn_tc -c 1 "$BUILD/tests/bench_decode_attn" --quick \
+    >"$LOGS/ncu-tc-asymkv32.txt" 2>&1 || return 1
+  "${ncu[@]}" --set full -k regex:kvattn_tc --launch-skip 10 -c 1 \
+    "$BUILD/tests/bench_decode_attn" --quick >"$LOGS/ncu-tc-1bit.txt" 2>&1 || return 1
+  for r in long_scoreboard short_scoreboard wait math_pipe_throttle mio_throttle barrier \
+    branch_resolving dispatch_stall no_instruction not_selected selected lg_throttle membar \
+    sleeping misc drain tex_throttle imc_miss; do
+    m="$m${m:+,}smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio"
+  done
+  "${ncu[@]}" --metrics "$m,smsp__inst_executed.sum,smsp__cycles_active.avg" -k regex:kvattn_tc -c 1 \
+    "$BUILD/tests/bench_decode_attn" --quick >"$LOGS/ncu-tc-stalls.txt" 2>&1 || return 1
+  local obj
+  obj=$(find "$BUILD" -name 'kvattn.cu.o' | head -n 1)
+  for f in _Z16kvattn_tc_kernelILi128ELi2ELi1EEv9KvaParams _Z16kvattn_tc_kernelILi128ELi1ELi1EEv9KvaParams; do
+    cuobjdump -sass -fun "$f" "$obj" >"$LOGS/sass-$f.txt" 2>&1
+  done
+  grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Waves Per SM|Executed Instructions  " \
+    "$LOGS/ncu-tc-asymkv32.txt" "$LOGS/ncu-tc-1bit.txt"
+  grep -E "stalled|inst_executed|cycles_active" "$LOGS/ncu-tc-stalls.txt" | sort -k3 -n -r | head -n 20
 }
 
 # The whole-model table: each asymkv bench run beside the PyTorch baseline of its shape.
