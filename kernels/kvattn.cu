@@ -48,6 +48,7 @@ struct KvaParams {
     int tc;                            /* 1: the tensor-core kernel's plan */
     int sc_split;                      /* scalar: positions per part (a multiple of KVA_TILE) */
     int tail_cost;                     /* tensor cores: a tail tile's cost in fast tiles */
+    uint32_t magic[5];                 /* fp16x2 2^(10 - 2i): code fields at bit 2i weigh 1 */
     float qscale;                      /* scale * log2(e) */
 };
 
@@ -406,6 +407,7 @@ static KvaParams kva_params(const kvattn_args *a, const KvaPlan &pl, float *ws) 
     P.D = a->head_dim, P.G = a->group, P.k_bits = a->k_bits, P.v_bits = a->v_bits;
     P.max_len = a->max_len, P.n_parts = pl.n_parts, P.tc = pl.tc, P.sc_split = pl.sc_split;
     P.tail_cost = pl.tail_cost;
+    for (int i = 0; i < 5; i++) P.magic[i] = ((uint32_t)(25 - 2 * i) << 10) * 0x10001u;
     P.qscale = a->scale * KVA_LOG2E;
     return P;
 }

@@ -30,6 +30,18 @@ __device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b) {
     asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
     return d;
 }
+/* (a & b) | c in one LOP3 (b, c registers: the compiler must not split it into two immediates). */
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+/* 2^x for x <= 0 (softmax weights): one MUFU.EX2; results below 2^-126 flush to 0. */
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float d;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(d) : "f"(x));
+    return d;
+}
 /* fp16x2 of (lo, hi), round to nearest even. */
 __device__ __forceinline__ uint32_t pack_h2(float lo, float hi) {
     uint32_t d;

@@ -61,19 +61,29 @@ constexpr uint32_t H2_HALF = 0x38003800u, H2_128 = 0x58005800u, H2_ONES = 0x3c00
 /* 1 bit: word x moved so that the pair of register v sits at bits (14, 30) and (13, 29). */
 __device__ __forceinline__ uint32_t v1(uint32_t x, int v) { return v == 0 ? x >> 1 : x << (2 * v - 1); }
 
+/* The fp16x2 magic 2^(10 - j) of a code field at bit j (bit j then weighs 1), j = 0, 2, .. 8, held
+ * in registers (KvaParams.magic, so that each field costs one LOP3 and one HADD2). */
+struct Magic {
+    uint32_t m[5]; /* m[j / 2] */
+};
+__device__ __forceinline__ Magic load_magic(const KvaParams &P) {
+    Magic g;
+#pragma unroll
+    for (int i = 0; i < 5; i++) g.m[i] = P.magic[i];
+    return g;
+}
+
 /* 2 bits: field f (bits 2f / 16 + 2f of x, f < 5; of x >> 10 after) as exact fp16 codes. */
-__device__ __forceinline__ uint32_t f2(uint32_t x, int f) {
+__device__ __forceinline__ uint32_t f2(uint32_t x, int f, const Magic &mg) {
     const uint32_t y = f < 5 ? x : x >> 10;
     const int j = f < 5 ? 2 * f : 2 * (f - 5);
-    const uint32_t magic = ((uint32_t)(25 - j) << 10) * 0x10001u; /* 2^(10-j): bit j weighs 1 */
-    return hsub2((y & (0x30003u << j)) | magic, magic);
+    return hsub2(and_or(y, 0x30003u << j, mg.m[j / 2]), mg.m[j / 2]);
 }
 /* 4 bits: field f (bits 4f of x, f < 2; of x >> 8 after). */
-__device__ __forceinline__ uint32_t f4(uint32_t x, int f) {
+__device__ __forceinline__ uint32_t f4(uint32_t x, int f, const Magic &mg) {
     const uint32_t y = f < 2 ? x : x >> 8;
     const int j = 4 * (f & 1);
-    const uint32_t magic = ((uint32_t)(25 - j) << 10) * 0x10001u;
-    return hsub2((y & (0xf000fu << j)) | magic, magic);
+    return hsub2(and_or(y, 0xf000fu << j, mg.m[j / 2]), mg.m[j / 2]);
 }
 
 /* A lane's whole code words of a tile (kvl_word_addr: groups of four, the lane's own run). */
@@ -96,31 +106,33 @@ template <int N> __device__ __forceinline__ void load_words(const uint32_t *tile
 }
 
 /* Key A fragments of M-tile m, k-step kk (x: the k-step's word(s); kh: kk % 2 for 1 bit). */
-template <int KB> __device__ __forceinline__ void key_frag(uint32_t a[4], uint32_t x, int kh, int m) {
+template <int KB>
+__device__ __forceinline__ void key_frag(uint32_t a[4], uint32_t x, int kh, int m, const Magic &mg) {
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
         if (KB == 1) {
             const uint32_t y = v1(x, kh * 4 + m * 2 + rh);
             a[rh] = y & M14, a[2 + rh] = y & M13;
         } else if (KB == 2) {
-            a[rh] = f2(x, m * 4 + rh), a[2 + rh] = f2(x, m * 4 + 2 + rh);
+            a[rh] = f2(x, m * 4 + rh, mg), a[2 + rh] = f2(x, m * 4 + 2 + rh, mg);
         } else {
-            a[rh] = f4(x, rh), a[2 + rh] = f4(x, 2 + rh);
+            a[rh] = f4(x, rh, mg), a[2 + rh] = f4(x, 2 + rh, mg);
         }
     }
 }
 
 /* Value A fragments of M-tile mt, token step kc (x: the word holding them). */
-template <int VB> __device__ __forceinline__ void val_frag(uint32_t a[4], uint32_t x, int mt, int kc) {
+template <int VB>
+__device__ __forceinline__ void val_frag(uint32_t a[4], uint32_t x, int mt, int kc, const Magic &mg) {
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
         if (VB == 1) {
             const uint32_t y = v1(x, (mt & 1) * 4 + kc * 2 + rh);
             a[rh] = y & M14, a[2 + rh] = y & M13;
         } else if (VB == 2) {
-            a[rh] = f2(x, kc * 4 + rh), a[2 + rh] = f2(x, kc * 4 + 2 + rh);
+            a[rh] = f2(x, kc * 4 + rh, mg), a[2 + rh] = f2(x, kc * 4 + 2 + rh, mg);
         } else {
-            a[rh] = f4(x, rh), a[2 + rh] = f4(x, 2 + rh);
+            a[rh] = f4(x, rh, mg), a[2 + rh] = f4(x, 2 + rh, mg);
         }
     }
 }
@@ -141,7 +153,8 @@ template <int D> struct TcState {
 template <int D, int KB, int VB, bool FAST>
 __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s, int kvh, int i,
                                         const uint8_t *st, const uint32_t (&qb)[D / 16][2],
-                                        const uint32_t (&qk)[D / 16][2], TcState<D> &S, int lane) {
+                                        const uint32_t (&qk)[D / 16][2], TcState<D> &S, int lane,
+                                        const Magic &mg) {
     using T = TcShape<D, KB, VB>;
     const int g = lane >> 2, t = lane & 3, p0 = i * KVL_TILE;
     const int n_valid = FAST ? KVL_TILE : min(KVL_TILE, s.len - p0);
@@ -196,7 +209,7 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
 #pragma unroll
             for (int m = 0; m < 2; m++) {
                 uint32_t a[4];
-                key_frag<KB>(a, KB == 4 ? kw[2 * kk + m] : x, KB == 1 && kk / 2 < T::KW ? kk & 1 : 0, m);
+                key_frag<KB>(a, KB == 4 ? kw[2 * kk + m] : x, KB == 1 && kk / 2 < T::KW ? kk & 1 : 0, m, mg);
                 if (kk & 1) mma16816(sc2[m], a, b0, b1, sc2[m]);
                 else mma16816(sc[m], a, b0, b1, sc[m]);
             }
@@ -250,12 +263,12 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
     }
     const float n0 = fmaxf(S.m[0], mx0), n1 = fmaxf(S.m[1], mx1); /* finite: token 0 is valid */
-    const float al0 = exp2f(S.m[0] - n0), al1 = exp2f(S.m[1] - n1); /* 0 before the first tile */
+    const float al0 = exp2_ftz(S.m[0] - n0), al1 = exp2_ftz(S.m[1] - n1); /* 0 before the first tile */
     S.m[0] = n0, S.m[1] = n1;
 #pragma unroll
     for (int m = 0; m < 2; m++) {
-        sc[m][0] = exp2f(sc[m][0] - n0), sc[m][1] = exp2f(sc[m][1] - n1);
-        sc[m][2] = exp2f(sc[m][2] - n0), sc[m][3] = exp2f(sc[m][3] - n1);
+        sc[m][0] = exp2_ftz(sc[m][0] - n0), sc[m][1] = exp2_ftz(sc[m][1] - n1);
+        sc[m][2] = exp2_ftz(sc[m][2] - n0), sc[m][3] = exp2_ftz(sc[m][3] - n1);
     }
     if (__any_sync(0xffffffffu, al0 != 1.0f || al1 != 1.0f)) {
 #pragma unroll
@@ -310,7 +323,7 @@ __device__ __forceinline__ void tc_tile(const KvaParams &P, const kvq_seq_dev &s
 #pragma unroll
                 for (int kc = 0; kc < 2; kc++) {
                     uint32_t a[4];
-                    val_frag<VB>(a, VB == 1 ? vw[mt >> 1] : VB == 2 ? vw[mt] : vw[2 * mt + kc], mt, kc);
+                    val_frag<VB>(a, VB == 1 ? vw[mt >> 1] : VB == 2 ? vw[mt] : vw[2 * mt + kc], mt, kc, mg);
                     mma16816(S.o[mt], a, bj[kc][0], bj[kc][1], S.o[mt]);
                 }
         }
@@ -363,6 +376,7 @@ __device__ __forceinline__ void tc_run(const KvaParams &P, const kvq_seq_dev &s,
                                        TcState<D> &S, int lane) {
     using T = TcShape<D, KB, VB>;
     const int n = last - first;
+    const Magic mg = load_magic(P);
     auto issue = [&](int tile, int stg) { /* lane 0: the records of `tile` into stage stg */
         uint8_t *dst = ring + (size_t)stg * T::STAGE;
         const bool nk = T::KQ && tile * KVL_TILE < s.kq;
@@ -385,8 +399,8 @@ __device__ __forceinline__ void tc_run(const KvaParams &P, const kvq_seq_dev &s,
         if (lane == 0 && j + T::STAGES - 1 < n) issue(first + j + T::STAGES - 1, (j + T::STAGES - 1) % T::STAGES);
         mbar_wait(&bars[j % T::STAGES], (uint32_t)(j / T::STAGES) & 1u);
         const uint8_t *st = ring + (size_t)(j % T::STAGES) * T::STAGE;
-        if (first + j < n_fast) tc_tile<D, KB, VB, true>(P, s, kvh, first + j, st, qb, qk, S, lane);
-        else tc_tile<D, KB, VB, false>(P, s, kvh, first + j, st, qb, qk, S, lane);
+        if (first + j < n_fast) tc_tile<D, KB, VB, true>(P, s, kvh, first + j, st, qb, qk, S, lane, mg);
+        else tc_tile<D, KB, VB, false>(P, s, kvh, first + j, st, qb, qk, S, lane, mg);
         __syncwarp(); /* every lane is done with the stage before it is refilled */
     }
 }

@@ -29,6 +29,11 @@ inline uint32_t hsub2(uint32_t a, uint32_t b) {
     return h2((float)((double)h_lo(a) - h_lo(b)), (float)((double)h_hi(a) - h_hi(b)));
 }
 inline uint32_t pack_h2(float lo, float hi) { return h2(lo, hi); }
+inline uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) { return (a & b) | c; }
+inline float exp2_ftz(float x) {
+    const float y = exp2f(x);
+    return y < 1.17549435e-38f ? 0.0f : y;
+}
 
 /* fp16 element k of row r of the A fragments the lanes put down (16 x 16). */
 inline float a_elem(const emu::Lane *ln, int r, int k) {
