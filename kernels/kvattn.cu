@@ -330,21 +330,28 @@ static bool kva_tc_supported(int D, int G, int k_bits, int v_bits) {
 }
 
 #ifndef KVA_EMULATE
-/* Multiprocessors of the current device (cached per device). */
-static int kva_sm_count(void) {
-    static int cached[16];
+/* An attribute of the current device (cached per device and attribute; fallback if unknown). */
+static int kva_device_attr(cudaDeviceAttr attr, int slot, int fallback) {
+    static int cached[16][2];
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 132;
-    if (dev < 16 && cached[dev]) return cached[dev];
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return fallback;
+    if (dev < 16 && cached[dev][slot]) return cached[dev][slot];
     int n = 0;
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) n = 132;
-    if (dev < 16) cached[dev] = n;
+    if (cudaDeviceGetAttribute(&n, attr, dev) != cudaSuccess || n < 1) n = fallback;
+    if (dev < 16) cached[dev][slot] = n;
     return n;
+}
+static int kva_sm_count(void) { return kva_device_attr(cudaDevAttrMultiProcessorCount, 0, 132); }
+static int kva_smem_per_sm(void) {
+    return kva_device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 1, 233472);
 }
 #else
 static int kva_emu_sms = 132; /* the emulation plans for an H200 unless told otherwise */
 static int kva_sm_count(void) {
     return kva_emu_sms;
+}
+static int kva_smem_per_sm(void) {
+    return 233472; /* an H200's 228 KiB */
 }
 #endif
 
@@ -355,7 +362,7 @@ static bool kva_plan_tc(const kvattn_args *a, KvaPlan *pl) {
     const long long nt = ((long long)a->max_len - 1 + KVL_TILE - 1) / KVL_TILE; /* stored tiles */
     /* blocks resident per SM: the launch bounds allow KVT_MIN_BLOCKS; shared memory may allow fewer */
     const size_t smem = kva_tc_smem(a->head_dim, a->k_bits, a->v_bits) + 1024;
-    long long bps = (long long)(233472 / smem);
+    long long bps = (long long)((size_t)kva_smem_per_sm() / smem);
     bps = bps < 1 ? 1 : bps > KVT_MIN_BLOCKS ? KVT_MIN_BLOCKS : bps;
     const long long wave = (long long)kva_sm_count() * bps;
     long long parts = wave / rows; /* one wave over all rows */
